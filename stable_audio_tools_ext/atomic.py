@@ -1,0 +1,51 @@
+"""Atomic file replacement: a path is always absent, its previous content, or its complete new content.
+
+A preempted or killed job must never leave a file that looks finished but is not. Writing goes to a
+temporary name in the same directory (same filesystem, so the rename is atomic), is flushed to disk,
+and only then is renamed over the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by the owner only; finished files get the usual umask-based mode so
+# that collaborators on a shared cluster filesystem can read the results.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+PARTIAL_SUFFIX = ".partial"
+
+
+@contextmanager
+def atomic_open(path: Path) -> Iterator[BinaryIO]:
+    """Open a temporary file for binary writing that replaces ``path`` when the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX)
+    try:
+        os.fchmod(fd, _FILE_MODE)
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` (UTF-8) atomically."""
+    with atomic_open(path) as handle:
+        handle.write(text.encode("utf-8"))

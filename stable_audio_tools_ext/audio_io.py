@@ -1,0 +1,50 @@
+"""Float audio -> clamped, optionally trimmed samples -> an audio file written atomically.
+
+Files are written with soundfile (libsndfile), not ``torchaudio.save``, whose int16 output changed
+behaviour in torchaudio 2.9. A file only ever appears under its final name complete (see ``atomic``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from .atomic import atomic_open
+
+
+@dataclass(frozen=True)
+class AudioFormat:
+    """An output encoding: file extension plus libsndfile container and sample type."""
+
+    extension: str
+    container: str
+    subtype: str
+
+
+FORMATS: dict[str, AudioFormat] = {
+    "wav": AudioFormat("wav", "WAV", "PCM_16"),
+    "wav24": AudioFormat("wav", "WAV", "PCM_24"),
+    "wav32f": AudioFormat("wav", "WAV", "FLOAT"),
+    "flac": AudioFormat("flac", "FLAC", "PCM_16"),
+    "flac24": AudioFormat("flac", "FLAC", "PCM_24"),
+}
+
+
+def to_samples(audio: torch.Tensor, sample_rate: int, clip_seconds: float | None) -> np.ndarray:
+    """``(channels, samples)`` float audio -> ``(frames, channels)`` float32 in [-1, 1].
+
+    ``clip_seconds`` keeps the first ``round(clip_seconds * sample_rate)`` frames (``--clip-length``).
+    """
+    if clip_seconds is not None:
+        audio = audio[:, : int(round(clip_seconds * sample_rate))]
+    return audio.detach().to("cpu", torch.float32).clamp(-1.0, 1.0).T.contiguous().numpy()
+
+
+def write_audio_atomic(path: Path, samples: np.ndarray, sample_rate: int, fmt: AudioFormat) -> None:
+    """Write ``samples`` to ``path`` so that ``path`` is either absent, the old file, or complete."""
+    with atomic_open(path) as handle:
+        sf.write(handle, samples, sample_rate, format=fmt.container, subtype=fmt.subtype)

@@ -1,0 +1,82 @@
+"""torchrun environment -> process group, this rank's device, and this rank's share of the work.
+
+Plain ``python generate.py`` (no torchrun variables) runs as a world of one without a process group.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DistributedSampler
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Who this process is in the job and which device it owns."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def init_distributed(device: str = "auto") -> DistContext:
+    """Join the torchrun job if there is one: nccl on CUDA, gloo on CPU; pick ``cuda:LOCAL_RANK`` or CPU.
+
+    ``device`` may force ``cpu`` (useful on a GPU node for a quick check) or ``cuda``.
+    """
+    rank, world_size = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was requested but CUDA is not available on this node")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        torch_device = torch.device("cuda", local_rank)
+    else:
+        torch_device = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", device_id=torch_device if use_cuda else None)
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=torch_device)
+
+
+def barrier(ctx: DistContext) -> None:
+    """Wait for every rank (no-op in a world of one)."""
+    if ctx.world_size > 1:
+        dist.barrier()
+
+
+def shutdown(ctx: DistContext) -> None:
+    """Leave the process group cleanly so torchrun sees a normal exit."""
+    if ctx.world_size > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard(items: Sequence[T], world_size: int, rank: int) -> list[T]:
+    """This rank's items, split by ``DistributedSampler`` (no shuffle) with its padding removed.
+
+    ``DistributedSampler`` makes every rank's share equally long by repeating items from the start of
+    the list; those repeats sit at padded positions >= ``len(items)``. Generating them would write the
+    same file twice (and race on it), so they are dropped: every item goes to exactly one rank.
+    """
+    if not items:
+        return []
+    sampler = DistributedSampler(range(len(items)), num_replicas=world_size, rank=rank, shuffle=False, drop_last=False)
+    positions = range(rank, sampler.total_size, world_size)  # the sampler's own strided subsampling
+    return [items[index] for position, index in zip(positions, sampler) if position < len(items)]

@@ -1,0 +1,135 @@
+"""Turn validated leaves into work items: one per (leaf, item k), each with its seed and output path.
+
+Every rank computes the same plan from the same inputs, so no coordination is needed to agree on
+who generates what - the sharding in ``distributed`` only picks positions in this list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from .conditions import Condition, ConditionTreeError, Problem
+from .request import GenerationRequest
+
+# Seeds derived from (base seed, leaf, k) lie in [0, 2**32): the range upstream's random seeds use.
+DERIVED_SEED_RANGE = 2**32
+DEFAULT_MAX_ITEMS = 1_000_000
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """Command-line values a leaf inherits for anything its YAML does not set."""
+
+    steps: int = 100
+    cfg_scale: float = 7.0
+    sampler_type: str = "dpmpp-3m-sde"
+    sigma_min: float = 0.3
+    sigma_max: float = 500.0
+    n_samples: int = 1
+    base_seed: int = 0
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One file to generate."""
+
+    leaf: str  # leaf path, e.g. "music/drum/sample-1"
+    k: int  # 1-based item index within the leaf
+    relpath: str  # output path relative to the output dir, POSIX separators
+    request: GenerationRequest
+
+
+def derive_seed(base_seed: int, leaf: str, k: int) -> int:
+    """A stable seed for item ``k`` of ``leaf``: same inputs, same seed, on any machine and Python.
+
+    Python's ``hash`` is salted per process, so a cryptographic hash of an unambiguous encoding is
+    used instead; changing one leaf's name or k never changes another leaf's seeds.
+    """
+    digest = hashlib.sha256(json.dumps([base_seed, leaf, k]).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % DERIVED_SEED_RANGE
+
+
+def output_relpath(path: Sequence[str], k: int, extension: str) -> str:
+    """``music/drum/sample-1`` item 2 -> ``music/drum/sample-1_item-2.wav`` (the reference layout)."""
+    return "/".join([*path[:-1], f"{path[-1]}_item-{k}.{extension}"])
+
+
+def build_plan(
+    leaves: Sequence[Condition],
+    defaults: SamplingDefaults,
+    window_seconds: float,
+    extension: str,
+    source: str = "<yaml>",
+    max_items: int = DEFAULT_MAX_ITEMS,
+) -> list[WorkItem]:
+    """Expand leaves into work items in document order; raises ``ConditionTreeError`` on any problem.
+
+    Checks that need the model (the window) or the whole tree (item count, output collisions,
+    including names that differ only in case and so collide on case-insensitive filesystems) live
+    here rather than in ``conditions``.
+    """
+    problems: list[Problem] = []
+    total = sum(leaf.n_samples or defaults.n_samples for leaf in leaves)
+    if total > max_items:
+        raise ConditionTreeError(
+            [Problem("", f"the tree expands to {total:,} items, more than the limit of {max_items:,}")], source
+        )
+    items: list[WorkItem] = []
+    claimed: dict[str, str] = {}
+    for leaf in leaves:
+        start = leaf.seconds_start or 0.0
+        seconds_total = leaf.seconds_total if leaf.seconds_total is not None else window_seconds - start
+        if start + seconds_total > window_seconds + 1e-9:
+            problems.append(
+                Problem(
+                    leaf.name,
+                    f"seconds_start + seconds_total = {start + seconds_total:g} s is longer than the model's "
+                    f"{window_seconds:.2f} s window",
+                    leaf.line,
+                )
+            )
+            continue
+        if seconds_total <= 0:
+            problems.append(Problem(leaf.name, f"seconds_start {start:g} leaves no room in the window", leaf.line))
+            continue
+        for k in range(1, (leaf.n_samples or defaults.n_samples) + 1):
+            relpath = output_relpath(leaf.path, k, extension)
+            folded = relpath.casefold()
+            if folded in claimed:
+                problems.append(
+                    Problem(leaf.name, f"output {relpath} collides with {claimed[folded]} (names differ only in case)", leaf.line)
+                )
+                break
+            claimed[folded] = relpath
+            seed = leaf.seed + k - 1 if leaf.seed is not None else derive_seed(defaults.base_seed, leaf.name, k)
+            request = GenerationRequest(
+                prompt=leaf.prompt,
+                negative_prompt=leaf.negative_prompt,
+                seconds_start=start,
+                seconds_total=seconds_total,
+                seed=seed,
+                steps=leaf.steps if leaf.steps is not None else defaults.steps,
+                cfg_scale=leaf.cfg_scale if leaf.cfg_scale is not None else defaults.cfg_scale,
+                sampler_type=leaf.sampler_type or defaults.sampler_type,
+                sigma_min=defaults.sigma_min,
+                sigma_max=defaults.sigma_max,
+            )
+            items.append(WorkItem(leaf=leaf.name, k=k, relpath=relpath, request=request))
+    if problems:
+        raise ConditionTreeError(problems, source)
+    return items
+
+
+def make_batches(items: Iterable[WorkItem], batch_size: int) -> list[list[WorkItem]]:
+    """Group items that can share a sampler run, then cut each group into batches of ``batch_size``.
+
+    Groups keep the order in which their first item appears, and items keep their order within a
+    group, so the schedule is deterministic; seeds are per item, so grouping never changes audio.
+    """
+    groups: dict[tuple, list[WorkItem]] = {}
+    for item in items:
+        groups.setdefault(item.request.batch_key(), []).append(item)
+    return [group[i : i + batch_size] for group in groups.values() for i in range(0, len(group), batch_size)]

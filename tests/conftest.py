@@ -1,0 +1,50 @@
+"""Shared test setup: an offline Hugging Face hub holding tiny random models of the real architecture.
+
+huggingface_hub reads HF_HOME and the offline switches when it is first imported, so they are set
+here, at conftest import, before any test module imports it. In-process tests load the small-window
+model; subprocess tests (torchrun, the CLI) get an environment for the full 47.55 s window model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from stable_audio_tools_ext.tiny import DEMO_REPO_ID, build_tiny_hub_cache, offline_hub_env
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CACHE = REPO_ROOT / ".cache"
+SMALL_WINDOW_SAMPLES = 64 * 2048  # 64 latent frames, about 2.97 s: fast for in-process engine tests
+SMALL_HUB = CACHE / "hf-tests-window64"
+FULL_HUB = CACHE / "hf-demo"  # same build as `make demo` (full 47.55 s window)
+
+os.environ.update(offline_hub_env(SMALL_HUB))
+for _key in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "HF_TOKEN"):
+    os.environ.pop(_key, None)
+
+
+@pytest.fixture(scope="session")
+def small_hub() -> Path:
+    return build_tiny_hub_cache(SMALL_HUB, sample_size=SMALL_WINDOW_SAMPLES)
+
+
+@pytest.fixture(scope="session")
+def full_hub_env() -> dict[str, str]:
+    """Environment for subprocesses that load the full-window tiny model offline."""
+    build_tiny_hub_cache(FULL_HUB)
+    env = offline_hub_env(FULL_HUB)
+    env.pop("HF_TOKEN", None)
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    return env
+
+
+@pytest.fixture(scope="session")
+def small_model(small_hub: Path):
+    """The small-window tiny model, loaded through the real hub path, on CPU."""
+    import torch
+
+    from stable_audio_tools_ext.models import load_model, read_model_spec
+
+    return load_model(read_model_spec(DEMO_REPO_ID), torch.device("cpu"))
