@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,14 +20,25 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-from .audio_io import FORMATS
-from .conditions import ConditionTreeError, load_condition_file
-from .distributed import barrier, init_distributed, shard, shutdown
-from .job import OutputOptions, run_rank, written_seconds
-from .models import ModelLoadError, ModelSpec, load_model, read_model_spec
-from .plan import SamplingDefaults, WorkItem, build_plan
-from .progress import ProgressDisplay, RankProgress, remove_progress
-from .samplers import SAMPLER_NAMES
+# Warnings that upstream libraries print on every run and that a user cannot act on.
+_KNOWN_LIBRARY_WARNINGS = (
+    r"pkg_resources is deprecated",  # clip, imported by k-diffusion
+    r"`torch\.nn\.utils\.weight_norm` is deprecated",  # the Oobleck VAE
+    r"`torch\.cuda\.amp\.autocast\(args\.\.\.\)` is deprecated",  # the T5 conditioner
+    r"CUDA is not available or torch_xla is imported",  # the T5 conditioner's autocast on CPU
+    r"Should have (ta>=t0|tb<=t1) but got",  # torchsde clamping float32 round-off at the sigma range ends
+)
+for _message in _KNOWN_LIBRARY_WARNINGS:  # before the imports below, which trigger some of them
+    warnings.filterwarnings("ignore", message=_message)
+
+from .audio_io import FORMATS  # noqa: E402
+from .conditions import ConditionTreeError, load_condition_file  # noqa: E402
+from .distributed import barrier, init_distributed, shard, shutdown  # noqa: E402
+from .job import OutputOptions, run_rank, written_seconds  # noqa: E402
+from .models import ModelLoadError, ModelSpec, load_model, read_model_spec  # noqa: E402
+from .plan import SamplingDefaults, WorkItem, build_plan  # noqa: E402
+from .progress import ProgressDisplay, RankProgress, remove_progress  # noqa: E402
+from .samplers import SAMPLER_NAMES  # noqa: E402
 
 EXIT_USAGE = 2
 DEFAULT_MODEL = "stabilityai/stable-audio-open-1.0"
@@ -85,7 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
             "Run under torchrun to shard the items over every GPU (and node): "
             "torchrun --standalone --nproc_per_node gpu generate.py --cond-yaml-path TREE.yaml --output-dir OUT"
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     io = parser.add_argument_group("input and output")
     io.add_argument("--cond-yaml-path", required=True, type=Path, help="YAML condition tree (see README: YAML format)")
@@ -99,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         choices=sorted(FORMATS),
         default="wav",
-        help="file encoding: wav (16-bit PCM), wav24 (24-bit PCM), wav32f (32-bit float), flac, flac24",
+        help="file encoding: wav (16-bit PCM, the default), wav24 (24-bit PCM), wav32f (32-bit float), flac (16-bit), flac24",
     )
     io.add_argument(
         "--clip-length",
@@ -112,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-name",
         dest="pretrained_name",
         default=DEFAULT_MODEL,
-        help="Hugging Face hub model id (needs HF_TOKEN for gated models); ignored with --model-config",
+        help="Hugging Face hub model id (default: %(default)s; gated: needs HF_TOKEN); ignored with --model-config",
     )
     model.add_argument("--model-config", type=Path, help="local model_config.json (use with --ckpt-path)")
     model.add_argument("--ckpt-path", type=Path, help="local checkpoint: .safetensors or .ckpt (use with --model-config)")
@@ -120,28 +131,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--device",
         choices=("auto", "cpu", "cuda"),
         default="auto",
-        help="auto: cuda:LOCAL_RANK when CUDA is available, else CPU",
+        help="auto (default): cuda:LOCAL_RANK when CUDA is available, else CPU",
     )
     sampling = parser.add_argument_group("sampling (YAML leaves may override steps, cfg_scale, sampler_type, seed)")
-    sampling.add_argument("--sampler-type", choices=SAMPLER_NAMES, default="dpmpp-3m-sde", help="k-diffusion sampler")
-    sampling.add_argument("--sample-steps", type=_positive_int, default=100, help="denoising steps per item")
-    sampling.add_argument("--cfg-scale", type=_finite_float, default=7.0, help="classifier-free guidance scale")
-    sampling.add_argument("--sigma-min", type=_positive_float, default=0.3, help="lowest noise level of the schedule")
-    sampling.add_argument("--sigma-max", type=_positive_float, default=500.0, help="highest noise level of the schedule")
+    sampling.add_argument("--sampler-type", choices=SAMPLER_NAMES, default="dpmpp-3m-sde", help="k-diffusion sampler (default: %(default)s)")
+    sampling.add_argument("--sample-steps", type=_positive_int, default=100, help="denoising steps per item (default: %(default)s)")
+    sampling.add_argument("--cfg-scale", type=_finite_float, default=7.0, help="classifier-free guidance scale (default: %(default)s)")
+    sampling.add_argument("--sigma-min", type=_positive_float, default=0.3, help="lowest noise level of the schedule (default: %(default)s)")
+    sampling.add_argument("--sigma-max", type=_positive_float, default=500.0, help="highest noise level of the schedule (default: %(default)s)")
     sampling.add_argument(
-        "--n-sample-per-cond", type=_positive_int, default=1, help="items per leaf (a leaf's n_samples overrides it)"
+        "--n-sample-per-cond", type=_positive_int, default=1, help="items per leaf; a leaf's n_samples overrides it (default: %(default)s)"
     )
     sampling.add_argument(
         "--seed",
         type=_seed,
         default=0,
-        help="base seed: item k of a leaf without 'seed' gets a stable hash of (base seed, leaf path, k)",
+        help="base seed (default: %(default)s): item k of a leaf without 'seed' gets a stable hash of (base seed, leaf path, k)",
     )
     sampling.add_argument(
         "--batch-size",
         type=_positive_int,
         default=4,
-        help="items per forward pass on each rank (changes speed and memory, never the audio)",
+        help="items per forward pass on each rank (default: %(default)s); changes speed and memory, never the audio",
     )
     return parser
 

@@ -141,6 +141,9 @@ def load_model(spec: ModelSpec, device: torch.device) -> LoadedModel:
     from stable_audio_tools import get_pretrained_model
     from stable_audio_tools.models.factory import create_model_from_config
     from stable_audio_tools.models.utils import load_ckpt_state_dict
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # one "Loading weights" bar per rank for T5; hub download bars stay
 
     if spec.ckpt_path is None:
         model, _ = get_pretrained_model(spec.source)
