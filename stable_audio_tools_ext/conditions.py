@@ -297,6 +297,13 @@ class _TreeReader:
         for key_node, value_node in node.value:
             if isinstance(key_node, yaml.ScalarNode) and key_node.value == DEFAULTS_KEY:
                 continue
+            if value_node.tag not in yaml.SafeLoader.yaml_constructors:
+                self._problem(
+                    _join(path, str(getattr(key_node, "value", "?"))),
+                    f"YAML tag {value_node.tag!r} is not allowed (trees are read with the safe loader)",
+                    value_node,
+                )
+                return "invalid"
             kind = (
                 "mapping"
                 if isinstance(value_node, yaml.MappingNode)

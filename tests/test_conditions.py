@@ -100,8 +100,9 @@ def test_numeric_keys_become_path_segments() -> None:
         ("'a\\\\b':\n  c: {prompt: x}\n", "name must not contain '\\\\'"),
         ("\"a\\tb\":\n  c: {prompt: x}\n", "name must not contain control characters"),
         ("'':\n  c: {prompt: x}\n", ": empty name"),
-        ("a:\n  b: !!python/object/apply:os.system [echo hi]\n", "a/b"),
-        ("a:\n  b: {prompt: !!python/name:os.system x}\n", "a/b/prompt: cannot read value"),
+        ("a:\n  b: !!python/object/apply:os.system [echo hi]\n", "a/b: YAML tag 'tag:yaml.org,2002:python/object/apply:os.system' is not allowed"),
+        ("a:\n  b: {prompt: !!python/name:os.system x}\n", "a/b/prompt: YAML tag 'tag:yaml.org,2002:python/name:os.system'"),
+        ("_defaults: {prompt: !!python/name:os.system x}\na:\n  b: {seed: 1}\n", "_defaults/prompt: cannot read value"),
         ("a:\n  _defaults: {seconds: 3}\n  b: {prompt: x}\n", "a/_defaults/seconds: unknown '_defaults' field"),
     ],
 )

@@ -68,7 +68,7 @@ def test_derived_seed_is_stable_across_processes_and_hash_salts() -> None:
     }
     assert outputs == {str(derive_seed(0, "music/drum/sample-1", 1))}
     # Pinned value: changing the derivation silently would change every user's dataset.
-    assert derive_seed(0, "music/drum/sample-1", 1) == 1390036932
+    assert derive_seed(0, "music/drum/sample-1", 1) == 1647447235
 
 
 def test_duration_beyond_window_names_the_leaf() -> None:
