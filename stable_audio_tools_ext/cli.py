@@ -35,13 +35,13 @@ from .audio_io import FORMATS  # noqa: E402
 from .conditions import ConditionTreeError, load_condition_file  # noqa: E402
 from .distributed import barrier, init_distributed, shard, shutdown  # noqa: E402
 from .job import OutputOptions, run_rank, written_seconds  # noqa: E402
-from .models import ModelLoadError, ModelSpec, load_model, read_model_spec  # noqa: E402
+from .model_options import add_model_arguments, model_spec_from_args  # noqa: E402
+from .models import ModelLoadError, ModelSpec, load_model  # noqa: E402
 from .plan import SamplingDefaults, WorkItem, build_plan  # noqa: E402
 from .progress import ProgressDisplay, RankProgress, remove_progress  # noqa: E402
 from .samplers import SAMPLER_NAMES  # noqa: E402
 
 EXIT_USAGE = 2
-DEFAULT_MODEL = "stabilityai/stable-audio-open-1.0"
 TREE_PREVIEW_LINES = 40
 
 
@@ -117,22 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="trim each file to its seconds_total (default: keep the model's whole window)",
     )
-    model = parser.add_argument_group("model")
-    model.add_argument(
-        "--pretrained-name",
-        "--model-name",
-        dest="pretrained_name",
-        default=DEFAULT_MODEL,
-        help="Hugging Face hub model id (default: %(default)s; gated: needs HF_TOKEN); ignored with --model-config",
-    )
-    model.add_argument("--model-config", type=Path, help="local model_config.json (use with --ckpt-path)")
-    model.add_argument("--ckpt-path", type=Path, help="local checkpoint: .safetensors or .ckpt (use with --model-config)")
-    model.add_argument(
-        "--device",
-        choices=("auto", "cpu", "cuda"),
-        default="auto",
-        help="auto (default): cuda:LOCAL_RANK when CUDA is available, else CPU",
-    )
+    add_model_arguments(parser)
     sampling = parser.add_argument_group("sampling (YAML leaves may override steps, cfg_scale, sampler_type, seed)")
     sampling.add_argument("--sampler-type", choices=SAMPLER_NAMES, default="dpmpp-3m-sde", help="k-diffusion sampler (default: %(default)s)")
     sampling.add_argument("--sample-steps", type=_positive_int, default=100, help="denoising steps per item (default: %(default)s)")
@@ -217,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.sigma_min >= args.sigma_max:
             raise UsageError(f"--sigma-min {args.sigma_min} must be lower than --sigma-max {args.sigma_max}")
         leaves = load_condition_file(args.cond_yaml_path, SAMPLER_NAMES)
-        spec = read_model_spec(args.pretrained_name, args.model_config, args.ckpt_path)
+        spec = model_spec_from_args(args)
         items = build_plan(leaves, defaults, spec.window_seconds, audio_format.extension, str(args.cond_yaml_path))
         _check_output_dir(args.output_dir)
     except (ConditionTreeError, ModelLoadError, UsageError) as exc:
