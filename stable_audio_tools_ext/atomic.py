@@ -49,3 +49,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` (UTF-8) atomically."""
     with atomic_open(path) as handle:
         handle.write(text.encode("utf-8"))
+
+
+def remove_partial_files(root: Path) -> int:
+    """Delete temporaries left under ``root`` by writers that were killed; returns how many.
+
+    Only safe while nothing is writing below ``root`` - i.e. at the start of a run, before any rank
+    generates (one job per output directory).
+    """
+    stale = list(root.rglob(f".*{PARTIAL_SUFFIX}"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)

@@ -17,8 +17,6 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.table import Table
-from rich.tree import Tree
 
 # Warnings that upstream libraries print on every run and that a user cannot act on.
 _KNOWN_LIBRARY_WARNINGS = (
@@ -31,18 +29,26 @@ _KNOWN_LIBRARY_WARNINGS = (
 for _message in _KNOWN_LIBRARY_WARNINGS:  # before the imports below, which trigger some of them
     warnings.filterwarnings("ignore", message=_message)
 
+from .atomic import remove_partial_files  # noqa: E402
 from .audio_io import FORMATS  # noqa: E402
-from .conditions import ConditionTreeError, load_condition_file  # noqa: E402
-from .distributed import barrier, init_distributed, shard, shutdown  # noqa: E402
-from .job import OutputOptions, run_rank, written_seconds  # noqa: E402
+from .conditions import ConditionTreeError, Problem, read_condition_file  # noqa: E402
+from .distributed import DistContext, barrier, broadcast_from_main, init_distributed, shard, shutdown  # noqa: E402
+from .job import RankOutcome, run_rank, written_seconds  # noqa: E402
+from .manifest import ManifestWriter, fold_parts, load_records  # noqa: E402
 from .model_options import add_model_arguments, model_spec_from_args  # noqa: E402
-from .models import ModelLoadError, ModelSpec, load_model  # noqa: E402
-from .plan import SamplingDefaults, WorkItem, build_plan  # noqa: E402
+from .models import LoadedModel, ModelLoadError, ModelSpec, load_model  # noqa: E402
+from .plan import DEFAULT_MAX_ITEMS, SamplingDefaults, WorkItem, build_plan  # noqa: E402
 from .progress import ProgressDisplay, RankProgress, remove_progress  # noqa: E402
+from .resume import OutputSettings, ResumeState, resume_state  # noqa: E402
 from .samplers import SAMPLER_NAMES  # noqa: E402
+from .signals import GracefulStop  # noqa: E402
+from .views import dry_run_plan, model_description, output_tree, start_table  # noqa: E402
 
-EXIT_USAGE = 2
-TREE_PREVIEW_LINES = 40
+LOG_WIDTH = 160  # columns when writing to a log file (SLURM, CI) rather than a terminal
+EXIT_OK = 0
+EXIT_USAGE = 2  # bad input: nothing was generated or written
+EXIT_INTERRUPTED = 3  # stopped by a signal after finishing the batch in flight; rerun to resume
+EXIT_NONFINITE = 4  # some items came out NaN/Inf and were not written (see the manifest's status)
 
 
 class UsageError(ValueError):
@@ -133,11 +139,34 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="base seed (default: %(default)s): item k of a leaf without 'seed' gets a stable hash of (base seed, leaf path, k)",
     )
-    sampling.add_argument(
+    run = parser.add_argument_group("running")
+    run.add_argument(
         "--batch-size",
         type=_positive_int,
         default=4,
         help="items per forward pass on each rank (default: %(default)s); changes speed and memory, never the audio",
+    )
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="regenerate every item (default: resume - skip items whose file is complete and whose parameters are unchanged)",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (items per branch and rank, audio seconds, what is already done) without loading the model",
+    )
+    run.add_argument(
+        "--world-size",
+        type=_positive_int,
+        default=int(os.environ.get("WORLD_SIZE", "1")),
+        help="with --dry-run: number of ranks to plan for (default: $WORLD_SIZE or 1)",
+    )
+    run.add_argument(
+        "--max-items",
+        type=_positive_int,
+        default=DEFAULT_MAX_ITEMS,
+        help="refuse trees that expand to more items than this (default: %(default)s)",
     )
     return parser
 
@@ -155,105 +184,181 @@ def _check_output_dir(output_dir: Path) -> None:
         raise UsageError(f"--output-dir {output_dir}: no permission to write in {existing}")
 
 
-def _report(exc: Exception, is_main: bool) -> int:
-    if is_main:
-        if isinstance(exc, ConditionTreeError):
-            count = len(exc.problems)
-            print(f"error: {count} problem{'s' * (count != 1)} in {exc.source}:", file=sys.stderr)
-            for problem in exc.problems:
-                print(f"  {problem.render(exc.source)}", file=sys.stderr)
-        else:
-            print(f"error: {exc}", file=sys.stderr)
+def _print_problems(problems: list[Problem], source: str, other_errors: list[str]) -> int:
+    """Print every input problem (YAML ones sorted by line) and return the usage exit code."""
+    if problems:
+        count = len(problems)
+        print(f"error: {count} problem{'s' * (count != 1)} in {source}:", file=sys.stderr)
+        for problem in sorted(problems, key=lambda p: (p.line is None, p.line or 0)):
+            print(f"  {problem.render(source)}", file=sys.stderr)
+    for message in other_errors:
+        print(f"error: {message}", file=sys.stderr)
     return EXIT_USAGE
 
 
-def output_tree(output_dir: Path, items: Sequence[WorkItem], max_lines: int = TREE_PREVIEW_LINES) -> Tree:
-    """A rich tree of the files the plan writes, cut after ``max_lines`` files."""
-    root = Tree(f"[bold]{output_dir}")
-    branches: dict[tuple[str, ...], Tree] = {(): root}
-    for item in items[:max_lines]:
-        parts = tuple(item.relpath.split("/"))
-        for depth in range(1, len(parts)):
-            if parts[:depth] not in branches:
-                branches[parts[:depth]] = branches[parts[: depth - 1]].add(f"[bold blue]{parts[depth - 1]}/")
-        branches[parts[:-1]].add(parts[-1])
-    if len(items) > max_lines:
-        root.add(f"[dim]... and {len(items) - max_lines} more files")
-    return root
+def _check_inputs(args: argparse.Namespace, is_main: bool) -> tuple[list[WorkItem], ModelSpec] | int:
+    """Validate the tree, the model config, the plan and the output dir; report all problems at once."""
+    source = str(args.cond_yaml_path)
+    leaves, problems = read_condition_file(args.cond_yaml_path, SAMPLER_NAMES)
+    errors: list[str] = []
+    spec = None
+    items: list[WorkItem] = []
+    if args.sigma_min >= args.sigma_max:
+        errors.append(f"--sigma-min {args.sigma_min} must be lower than --sigma-max {args.sigma_max}")
+    try:
+        spec = model_spec_from_args(args)
+    except ModelLoadError as exc:
+        errors.append(str(exc))
+    if spec is not None:
+        defaults = SamplingDefaults(
+            steps=args.sample_steps, cfg_scale=args.cfg_scale, sampler_type=args.sampler_type,
+            sigma_min=args.sigma_min, sigma_max=args.sigma_max, n_samples=args.n_sample_per_cond, base_seed=args.seed,
+        )  # fmt: skip
+        try:
+            items = build_plan(
+                leaves, defaults, spec.window_seconds, FORMATS[args.format].extension, source, args.max_items
+            )
+        except ConditionTreeError as exc:
+            problems = problems + exc.problems
+    try:
+        _check_output_dir(args.output_dir)
+    except UsageError as exc:
+        errors.append(str(exc))
+    if problems or errors or spec is None:
+        return _print_problems(problems, source, errors) if is_main else EXIT_USAGE
+    return items, spec
+
+
+def _output_settings(args: argparse.Namespace, spec: ModelSpec) -> OutputSettings:
+    return OutputSettings(
+        model=spec.source, model_revision=spec.revision, audio_format=args.format, clip_length=args.clip_length
+    )
+
+
+def _resume(args: argparse.Namespace, items: list[WorkItem], spec: ModelSpec) -> ResumeState:
+    records = {} if args.overwrite else load_records(args.output_dir)
+    return resume_state(items, records, args.output_dir, _output_settings(args, spec))
+
+
+def _seconds_of(args: argparse.Namespace, items: list[WorkItem], spec: ModelSpec) -> dict[str, float]:
+    return {i.relpath: written_seconds(i, spec.window_seconds, args.clip_length) for i in items}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     is_main = os.environ.get("RANK", "0") == "0"
     console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = LOG_WIDTH
     started = time.perf_counter()
-
-    defaults = SamplingDefaults(
-        steps=args.sample_steps,
-        cfg_scale=args.cfg_scale,
-        sampler_type=args.sampler_type,
-        sigma_min=args.sigma_min,
-        sigma_max=args.sigma_max,
-        n_samples=args.n_sample_per_cond,
-        base_seed=args.seed,
-    )
-    audio_format = FORMATS[args.format]
-    try:
-        if args.sigma_min >= args.sigma_max:
-            raise UsageError(f"--sigma-min {args.sigma_min} must be lower than --sigma-max {args.sigma_max}")
-        leaves = load_condition_file(args.cond_yaml_path, SAMPLER_NAMES)
-        spec = model_spec_from_args(args)
-        items = build_plan(leaves, defaults, spec.window_seconds, audio_format.extension, str(args.cond_yaml_path))
-        _check_output_dir(args.output_dir)
-    except (ConditionTreeError, ModelLoadError, UsageError) as exc:
-        return _report(exc, is_main)
+    checked = _check_inputs(args, is_main)
+    if isinstance(checked, int):
+        return checked
+    items, spec = checked
+    if args.dry_run:
+        if is_main:
+            state = _resume(args, items, spec)
+            console.print(dry_run_plan(args.output_dir, items, state, args.world_size, _seconds_of(args, items, spec)))
+        return EXIT_OK
 
     ctx = init_distributed(args.device)
     try:
         try:
             loaded = load_model(spec, ctx.device)
         except ModelLoadError as exc:
-            return _report(exc, ctx.is_main)
-        my_items = shard(items, ctx.world_size, ctx.rank)
-        if ctx.is_main:
-            args.output_dir.mkdir(parents=True, exist_ok=True)
-            remove_progress(args.output_dir)  # counters of an earlier run in the same directory
-            console.print(_start_table(args, spec, ctx.world_size, ctx.device, len(items)))
-        barrier(ctx)
-        output = OutputOptions(args.output_dir, audio_format, args.clip_length)
-        progress = RankProgress(args.output_dir, ctx.rank, len(my_items))
-        if not ctx.is_main:
-            run_rank(loaded, my_items, args.batch_size, output, progress)
-            return 0
-        with ProgressDisplay(args.output_dir, len(items), console) as display:
-            run_rank(loaded, my_items, args.batch_size, output, progress)
-            display.wait_for_job()
-        remove_progress(args.output_dir)
-        wall = time.perf_counter() - started
-        audio_seconds = sum(written_seconds(i, spec.window_seconds, args.clip_length) for i in items)
-        console.print(output_tree(args.output_dir, items))
-        console.print(
-            f"[bold green]done:[/] {len(items)} items, {audio_seconds:.1f} s of audio, "
-            f"{wall:.1f} s wall time on {ctx.world_size} rank(s) ({audio_seconds / wall:.2f} audio-s/s)"
-        )
-        return 0
+            return _print_problems([], "", [str(exc)]) if ctx.is_main else EXIT_USAGE
+        pending = _prepare_run(args, ctx, items, spec, loaded, console)
+        return _generate(args, ctx, items, pending, loaded, console, started)
     finally:
         shutdown(ctx)
 
 
-def _start_table(args: argparse.Namespace, spec: ModelSpec, world_size: int, device: torch.device, n_items: int) -> Table:
-    table = Table(title="Stable Audio batch generation", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
-    model = spec.source + (f" @ {spec.revision[:12]}" if spec.revision else "")
-    table.add_row("model", model)
-    table.add_row("audio", f"{spec.sample_rate} Hz, window {spec.window_seconds:.2f} s")
-    table.add_row("ranks", f"{world_size} x {device.type}")
-    table.add_row("items", f"{n_items} (batch size {args.batch_size} per rank)")
-    table.add_row(
-        "sampling",
-        f"{args.sampler_type}, {args.sample_steps} steps, cfg {args.cfg_scale}, "
-        f"sigma {args.sigma_min}..{args.sigma_max}, base seed {args.seed}",
-    )
-    table.add_row("output", f"{args.output_dir} ({args.format}{', clipped' if args.clip_length else ''})")
-    return table
+def _prepare_run(
+    args: argparse.Namespace, ctx: DistContext, items: list[WorkItem], spec: ModelSpec, loaded: LoadedModel, console: Console
+) -> list[WorkItem]:
+    """Rank 0 tidies the output dir and decides what is left to do; every rank gets the same answer."""
+    pending_paths: list[str] = []
+    if ctx.is_main:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        remove_partial_files(args.output_dir)  # temporaries of a run that was killed mid-write
+        remove_progress(args.output_dir)  # counters of an earlier run
+        fold_parts(args.output_dir)  # records of an earlier run that did not finish
+        state = _resume(args, items, spec)
+        pending_paths = [item.relpath for item in state.pending]
+        console.print(start_table([
+            ("model", model_description(spec)),
+            ("audio", f"{spec.sample_rate} Hz, window {spec.window_seconds:.2f} s, {str(loaded.dit_dtype).removeprefix('torch.')}"),
+            ("ranks", f"{ctx.world_size} x {ctx.device.type}"),
+            ("items", f"{len(items)} in the tree, {len(state.pending)} to generate"),
+            ("sampling", f"{args.sampler_type}, {args.sample_steps} steps, cfg {args.cfg_scale}, "
+                         f"sigma {args.sigma_min}..{args.sigma_max}, base seed {args.seed}, batch {args.batch_size}"),
+            ("output", f"{args.output_dir} ({args.format}{', clipped' if args.clip_length else ''})"),
+        ]))  # fmt: skip
+        console.print(f"resume: {state.summary()}; {len(state.pending)} to generate", soft_wrap=True)
+    pending_paths = broadcast_from_main(ctx, pending_paths)
+    wanted = set(pending_paths)
+    return [item for item in items if item.relpath in wanted]
+
+
+def _generate(
+    args: argparse.Namespace, ctx: DistContext, items: list[WorkItem], pending: list[WorkItem],
+    loaded: LoadedModel, console: Console, started: float,
+) -> int:  # fmt: skip
+    my_items = shard(pending, ctx.world_size, ctx.rank)
+    settings = _output_settings(args, loaded.spec)
+    progress = RankProgress(args.output_dir, ctx.rank, len(my_items))
+    barrier(ctx)  # every rank has published its counters before rank 0 starts watching them
+    manifest = ManifestWriter(args.output_dir, ctx.rank)
+    with GracefulStop() as stop:
+        try:
+            if ctx.is_main:
+                with ProgressDisplay(args.output_dir, len(pending), console) as display:
+                    outcome = run_rank(loaded, my_items, args.batch_size, args.output_dir, settings, progress, manifest, stop, ctx.rank)
+                    progress.finish()
+                    display.wait_for_ranks(ctx.world_size)
+            else:
+                outcome = run_rank(loaded, my_items, args.batch_size, args.output_dir, settings, progress, manifest, stop, ctx.rank)
+                progress.finish()
+        finally:
+            manifest.close()
+    if not ctx.is_main:
+        return _exit_code(outcome, stop)
+    return _summarise(args, ctx, items, loaded.spec, console, started, stop)
+
+
+def _exit_code(outcome: RankOutcome, stop: GracefulStop) -> int:
+    if outcome.remaining or stop.requested:
+        return EXIT_INTERRUPTED
+    return EXIT_NONFINITE if outcome.nonfinite else EXIT_OK
+
+
+def _summarise(
+    args: argparse.Namespace, ctx: DistContext, items: list[WorkItem], spec: ModelSpec,
+    console: Console, started: float, stop: GracefulStop,
+) -> int:  # fmt: skip
+    """Rank 0, after every rank finished: fold the manifest and report what the whole job did."""
+    records = fold_parts(args.output_dir)
+    remove_progress(args.output_dir)
+    state = resume_state(items, records, args.output_dir, _output_settings(args, spec))
+    nonfinite = [i.relpath for i in state.pending if records.get(i.relpath, {}).get("status") == "nonfinite"]
+    wall = time.perf_counter() - started
+    if not state.pending:
+        seconds = sum(_seconds_of(args, items, spec).values())
+        console.print(output_tree(args.output_dir, items))
+        console.print(
+            f"[bold green]done:[/] {len(items)} items, {seconds:.1f} s of audio, {wall:.1f} s wall time "
+            f"on {ctx.world_size} rank(s) ({seconds / wall:.2f} audio-s/s); manifest: {args.output_dir / 'manifest.jsonl'}",
+            soft_wrap=True,
+        )
+        return EXIT_OK
+    if nonfinite:
+        console.print(f"[bold red]{len(nonfinite)} items came out NaN/Inf and were not written[/] (manifest status "
+                      f"'nonfinite'), e.g. {', '.join(nonfinite[:5])}", soft_wrap=True)  # fmt: skip
+    if stop.requested or len(nonfinite) < len(state.pending):
+        console.print(
+            f"[bold yellow]stopped{f' by {stop.signal_name}' if stop.signal_name else ''}:[/] "
+            f"{len(state.pending)} of {len(items)} items remain; rerun the same command to resume.",
+            soft_wrap=True,
+        )
+        return EXIT_INTERRUPTED
+    return EXIT_NONFINITE

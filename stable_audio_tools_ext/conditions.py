@@ -86,19 +86,23 @@ class Condition:
         return "/".join(self.path)
 
 
-def load_condition_file(path: str | Path, known_samplers: Collection[str]) -> list[Condition]:
-    """Read and validate a condition tree file; raises ``ConditionTreeError`` listing every problem."""
+def read_condition_file(path: str | Path, known_samplers: Collection[str]) -> tuple[list[Condition], list[Problem]]:
+    """Read a condition tree file: its valid leaves and every problem found (nothing raised).
+
+    Callers that check more (the model's window, output collisions) add their problems to these,
+    so that a user sees everything wrong with a tree in one run.
+    """
     path = Path(path)
-    source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConditionTreeError([Problem("", "file not found")], source) from None
+        return [], [Problem("", "file not found")]
     except IsADirectoryError:
-        raise ConditionTreeError([Problem("", "is a directory, expected a YAML file")], source) from None
+        return [], [Problem("", "is a directory, expected a YAML file")]
     except UnicodeDecodeError as exc:
-        raise ConditionTreeError([Problem("", f"not UTF-8 text ({exc.reason})")], source) from None
-    return parse_condition_tree(text, known_samplers, source=source)
+        return [], [Problem("", f"not UTF-8 text ({exc.reason})")]
+    reader = _TreeReader(known_samplers)
+    return reader.read(text), reader.problems
 
 
 def parse_condition_tree(
@@ -405,9 +409,10 @@ class _TreeReader:
                     yield leaf
 
     def _leaf(self, node: yaml.MappingNode, path: tuple[str, ...], inherited: dict[str, Any]) -> Condition | None:
+        known_problems = len(self.problems)
         values = {**inherited, **self._fields(node, path, "leaf")}
-        if "prompt" not in values:
-            if not any(p.yaml_path == _join(path, "prompt") for p in self.problems):
-                self._problem(_join(path), "leaf has no 'prompt' (every leaf needs the text to generate)", node)
-            return None
+        if "prompt" not in values and not any(p.yaml_path == _join(path, "prompt") for p in self.problems):
+            self._problem(_join(path), "leaf has no 'prompt' (every leaf needs the text to generate)", node)
+        if len(self.problems) > known_problems:
+            return None  # only leaves without problems go on to the checks that need the model
         return Condition(path=path, line=_line(node), **values)

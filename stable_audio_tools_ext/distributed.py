@@ -62,6 +62,19 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
+def broadcast_from_main(ctx: DistContext, value: T) -> T:
+    """Rank 0's ``value`` on every rank (picklable objects; a no-op in a world of one).
+
+    Used for decisions that must be identical everywhere but are made by reading the output
+    directory, which other ranks must not do at the same moment rank 0 starts writing to it.
+    """
+    if ctx.world_size == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def shutdown(ctx: DistContext) -> None:
     """Leave the process group cleanly so torchrun sees a normal exit."""
     if ctx.world_size > 1 and dist.is_initialized():

@@ -1,25 +1,36 @@
-"""One rank's share of a generation job: batches -> engine -> audio files, with progress published."""
+"""One rank's share of a generation job: batches -> engine -> checked audio files + manifest records."""
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from .audio_io import AudioFormat, to_samples, write_audio_atomic
+import numpy as np
+import torch
+
+from .audio_io import FORMATS, to_samples, write_audio_atomic
 from .engine import generate_audio
+from .manifest import ManifestWriter
 from .models import LoadedModel
 from .plan import WorkItem, make_batches
 from .progress import RankProgress
+from .resume import OutputSettings, fingerprint
+from .signals import GracefulStop
+from .stats import audio_stats, status_of
 
 
-@dataclass(frozen=True)
-class OutputOptions:
-    """How generated audio becomes files."""
+@dataclass
+class RankOutcome:
+    """What one rank did: files written, items rejected as non-finite, items left by a stop."""
 
-    output_dir: Path
-    audio_format: AudioFormat
-    clip_length: bool  # trim each file to its seconds_total instead of the model's whole window
+    written: int = 0
+    nonfinite: int = 0
+    remaining: int = 0
 
 
 def written_seconds(item: WorkItem, window_seconds: float, clip_length: bool) -> float:
@@ -27,21 +38,68 @@ def written_seconds(item: WorkItem, window_seconds: float, clip_length: bool) ->
     return item.request.seconds_total if clip_length else window_seconds
 
 
+def _record(item: WorkItem, settings: OutputSettings, loaded: LoadedModel, **fields: Any) -> dict[str, Any]:
+    return {
+        "path": item.relpath,
+        "leaf": item.leaf,
+        "k": item.k,
+        **dataclasses.asdict(item.request),
+        "model": settings.model,
+        "model_revision": settings.model_revision,
+        "precision": str(loaded.dit_dtype).removeprefix("torch."),
+        "format": settings.audio_format,
+        "clip_length": settings.clip_length,
+        "sample_rate": loaded.spec.sample_rate,
+        "fingerprint": fingerprint(item, settings),
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **fields,
+    }
+
+
+def _write_item(
+    item: WorkItem, clip: torch.Tensor, output_dir: Path, settings: OutputSettings, loaded: LoadedModel
+) -> dict[str, Any]:
+    """Check, write and describe one generated clip; non-finite audio is recorded but not written."""
+    if not torch.isfinite(clip).all():
+        return {"status": "nonfinite", "frames": 0, "bytes": 0, "peak": None, "rms": None}
+    sample_rate = loaded.spec.sample_rate
+    samples: np.ndarray = to_samples(clip, sample_rate, item.request.seconds_total if settings.clip_length else None)
+    path = output_dir / item.relpath
+    write_audio_atomic(path, samples, sample_rate, FORMATS[settings.audio_format])
+    stats = audio_stats(samples)
+    return {"status": status_of(stats["peak"]), "frames": len(samples), "bytes": path.stat().st_size,
+            "channels": samples.shape[1], **stats}  # fmt: skip
+
+
 def run_rank(
     loaded: LoadedModel,
     items: Sequence[WorkItem],
     batch_size: int,
-    output: OutputOptions,
+    output_dir: Path,
+    settings: OutputSettings,
     progress: RankProgress,
-) -> None:
-    """Generate and write every item of this rank, one batch at a time."""
-    sample_rate = loaded.spec.sample_rate
-    for batch in make_batches(items, batch_size):
+    manifest: ManifestWriter,
+    stop: GracefulStop,
+    rank: int,
+) -> RankOutcome:
+    """Generate and write this rank's items batch by batch; a stop request ends it between batches."""
+    outcome = RankOutcome()
+    batches = make_batches(items, batch_size)
+    for index, batch in enumerate(batches):
+        if stop.requested:
+            outcome.remaining = sum(len(b) for b in batches[index:])
+            break
+        started = time.perf_counter()
         audio = generate_audio(loaded, [item.request for item in batch])
-        seconds = 0.0
+        share = (time.perf_counter() - started) / len(batch)
+        records = []
         for item, clip in zip(batch, audio):
-            clip_seconds = item.request.seconds_total if output.clip_length else None
-            samples = to_samples(clip, sample_rate, clip_seconds)
-            write_audio_atomic(output.output_dir / item.relpath, samples, sample_rate, output.audio_format)
-            seconds += len(samples) / sample_rate
-        progress.advance(len(batch), seconds)
+            fields = _write_item(item, clip, output_dir, settings, loaded)
+            records.append(_record(item, settings, loaded, wall_seconds=round(share, 3), rank=rank, **fields))
+            if fields["status"] == "nonfinite":
+                outcome.nonfinite += 1
+            else:
+                outcome.written += 1
+        manifest.append(records)
+        progress.advance(len(batch), sum(r["frames"] for r in records) / loaded.spec.sample_rate)
+    return outcome

@@ -7,6 +7,7 @@ so the condition tree can be checked against the model's window before gigabytes
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ class ModelSpec:
 
     config: dict[str, Any]
     source: str  # hub repo id, or the local checkpoint path
-    revision: str | None  # hub commit hash of the snapshot that was read
+    revision: str | None  # hub commit of the snapshot that was read, or "sha256:<hex>" of a local checkpoint
     ckpt_path: Path | None = None  # local checkpoint; None for hub models
 
     @property
@@ -88,6 +89,15 @@ def _download(repo_id: str, filename: str) -> Path:
         raise ModelLoadError(f"--pretrained-name {repo_id}: the hub refused the download: {exc}") from None
 
 
+def _sha256(path: Path) -> str:
+    """Content hash of a checkpoint: its identity in the manifest (names and mtimes change, bytes do not)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(8 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _check_config(config: Any, where: str) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ModelLoadError(f"{where}: expected a JSON object (a stable-audio-tools model config)")
@@ -126,7 +136,8 @@ def read_model_spec(
             config = json.loads(config_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ModelLoadError(f"--model-config {config_path}: not valid JSON ({exc})") from None
-        return ModelSpec(_check_config(config, f"--model-config {config_path}"), str(ckpt), None, ckpt)
+        checked = _check_config(config, f"--model-config {config_path}")
+        return ModelSpec(checked, str(ckpt), f"sha256:{_sha256(ckpt)}", ckpt)
     if not pretrained_name:
         raise ModelLoadError("no model given: pass --pretrained-name, or --model-config with --ckpt-path")
     config_file = _download(pretrained_name, "model_config.json")

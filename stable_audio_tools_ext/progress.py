@@ -12,6 +12,7 @@ import json
 import shutil
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -42,6 +43,7 @@ class RankProgress:
         self.total = total
         self.done = 0
         self.audio_seconds = 0.0
+        self.finished = False
         self._publish()
 
     def advance(self, items: int, audio_seconds: float) -> None:
@@ -49,14 +51,26 @@ class RankProgress:
         self.audio_seconds += audio_seconds
         self._publish()
 
+    def finish(self) -> None:
+        """Say this rank will publish nothing more: all its items are done, or it was stopped."""
+        self.finished = True
+        self._publish()
+
     def _publish(self) -> None:
-        record = {"done": self.done, "total": self.total, "audio_seconds": self.audio_seconds}
+        record = {"done": self.done, "total": self.total, "audio_seconds": self.audio_seconds, "finished": self.finished}
         atomic_write_text(self.path, json.dumps(record))
 
 
-def job_totals(output_dir: Path) -> tuple[int, float]:
-    """Items done and audio seconds written so far, summed over every rank that has published."""
-    done, seconds = 0, 0.0
+@dataclass(frozen=True)
+class JobTotals:
+    done: int  # items processed so far, over all ranks
+    audio_seconds: float
+    finished_ranks: int
+
+
+def job_totals(output_dir: Path) -> JobTotals:
+    """Counters summed over every rank that has published."""
+    done, seconds, finished = 0, 0.0, 0
     for path in progress_dir(output_dir).glob("rank-*.json"):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
@@ -64,7 +78,8 @@ def job_totals(output_dir: Path) -> tuple[int, float]:
             continue
         done += int(record["done"])
         seconds += float(record["audio_seconds"])
-    return done, seconds
+        finished += bool(record["finished"])
+    return JobTotals(done, seconds, finished)
 
 
 def remove_progress(output_dir: Path) -> None:
@@ -113,18 +128,19 @@ class ProgressDisplay:
         self._refresh(log=not self.console.is_terminal)
         self._progress.stop()
 
-    def wait_for_job(self) -> None:
-        """Block until every rank has published all its items.
+    def wait_for_ranks(self, world_size: int) -> None:
+        """Block until every rank has said it is finished (done, or stopped by a signal).
 
         Polling the counters instead of a collective barrier means no rank ever sits in a collective
         for hours (process-group timeouts) while an unevenly loaded rank finishes; if a rank dies,
         torchrun stops the others.
         """
-        while job_totals(self.output_dir)[0] < self.total:
+        while job_totals(self.output_dir).finished_ranks < world_size:
             time.sleep(0.5)
 
     def _refresh(self, log: bool) -> None:
-        done, seconds = job_totals(self.output_dir)
+        totals = job_totals(self.output_dir)
+        done, seconds = totals.done, totals.audio_seconds
         self._progress.update(self._task, completed=done, audio=seconds)
         if log:
             task = self._progress.tasks[0]

@@ -30,14 +30,23 @@ def small_hub() -> Path:
     return build_tiny_hub_cache(SMALL_HUB, sample_size=SMALL_WINDOW_SAMPLES)
 
 
-@pytest.fixture(scope="session")
-def full_hub_env() -> dict[str, str]:
-    """Environment for subprocesses that load the full-window tiny model offline."""
-    build_tiny_hub_cache(FULL_HUB)
-    env = offline_hub_env(FULL_HUB)
+def _subprocess_env(hf_home: Path) -> dict[str, str]:
+    env = offline_hub_env(hf_home)
     env.pop("HF_TOKEN", None)
     env["PYTHONPATH"] = str(REPO_ROOT)
     return env
+
+
+@pytest.fixture(scope="session")
+def full_hub_env() -> dict[str, str]:
+    """Environment for subprocesses that load the full-window tiny model offline."""
+    return _subprocess_env(build_tiny_hub_cache(FULL_HUB))
+
+
+@pytest.fixture(scope="session")
+def small_hub_env(small_hub: Path) -> dict[str, str]:
+    """Environment for subprocesses that load the small-window (about 2.97 s) tiny model offline."""
+    return _subprocess_env(small_hub)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from stable_audio_tools_ext.conditions import ConditionTreeError, load_condition_file, parse_condition_tree
+from stable_audio_tools_ext.conditions import ConditionTreeError, Problem, parse_condition_tree, read_condition_file
 from stable_audio_tools_ext.samplers import SAMPLER_NAMES
 from tests.trees import SEED_DOCUMENT_TREE
 
@@ -127,11 +127,17 @@ def test_every_problem_is_reported_at_once() -> None:
 
 
 def test_file_level_errors(tmp_path) -> None:
-    with pytest.raises(ConditionTreeError, match="file not found"):
-        load_condition_file(tmp_path / "missing.yaml", SAMPLER_NAMES)
-    with pytest.raises(ConditionTreeError, match="is a directory"):
-        load_condition_file(tmp_path, SAMPLER_NAMES)
+    assert read_condition_file(tmp_path / "missing.yaml", SAMPLER_NAMES) == ([], [Problem("", "file not found")])
+    assert read_condition_file(tmp_path, SAMPLER_NAMES)[1] == [Problem("", "is a directory, expected a YAML file")]
     binary = tmp_path / "tree.yaml"
     binary.write_bytes(b"\xff\xfe\x00bad")
-    with pytest.raises(ConditionTreeError, match="not UTF-8"):
-        load_condition_file(binary, SAMPLER_NAMES)
+    (problem,) = read_condition_file(binary, SAMPLER_NAMES)[1]
+    assert problem.message.startswith("not UTF-8 text")
+
+
+def test_reading_a_file_keeps_the_valid_leaves_beside_the_problems(tmp_path) -> None:
+    tree = tmp_path / "tree.yaml"
+    tree.write_text("a:\n  good: {prompt: fine}\n  bad: {prompt: x, steps: 0}\n")
+    leaves, problems = read_condition_file(tree, SAMPLER_NAMES)
+    assert [leaf.name for leaf in leaves] == ["a/good"]
+    assert [p.yaml_path for p in problems] == ["a/bad/steps"]

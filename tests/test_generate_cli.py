@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,24 +14,15 @@ from safetensors.torch import load_file, save_file
 
 from stable_audio_tools_ext import cli
 from stable_audio_tools_ext.tiny import DEMO_REPO_ID
-from tests.conftest import REPO_ROOT
+from tests.support import GENERATE, all_files, audio_files, run, write
 from tests.trees import SEED_DOCUMENT_TREE
 
-GENERATE = str(REPO_ROOT / "generate.py")
 FAST = ["--sample-steps", "8"]
 SEED_TREE_FILES = {
     f"{leaf}_item-{k}.wav": seconds
     for leaf, seconds in (("music/drum/sample-1", 30), ("music/drum/sample-2", 20), ("sfx/sample-1", 10), ("sfx/sample-2", 10))
     for k in (1, 2)
 }
-
-
-def audio_files(root: Path) -> dict[str, Path]:
-    return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +48,16 @@ def two_rank_run(tmp_path_factory, full_hub_env, seed_tree) -> tuple[subprocess.
 def test_torchrun_two_ranks_writes_exactly_the_documented_tree(two_rank_run) -> None:
     result, out = two_rank_run
     assert result.returncode == 0, result.stderr[-3000:]
-    files = audio_files(out)
-    assert set(files) == set(SEED_TREE_FILES)  # nothing else: no temp files, no progress counters
+    files = all_files(out)
+    # Nothing else: no temporaries, no progress counters, no unfolded manifest parts.
+    assert set(files) == set(SEED_TREE_FILES) | {"manifest.jsonl"}
+    records = [json.loads(line) for line in files["manifest.jsonl"].read_text().splitlines()]
+    assert sorted(r["path"] for r in records) == sorted(SEED_TREE_FILES)
+    assert {r["rank"] for r in records} == {0, 1}
+    for record in records:
+        assert record["status"] == "ok" and record["frames"] == SEED_TREE_FILES[record["path"]] * 44100
+        assert record["model"] == "stabilityai/stable-audio-open-1.0" and len(record["model_revision"]) == 40
+        assert record["bytes"] == files[record["path"]].stat().st_size and record["peak"] > 0
     for relpath, seconds in SEED_TREE_FILES.items():
         info = sf.info(files[relpath])
         assert (info.samplerate, info.channels, info.subtype) == (44100, 2, "PCM_16")
@@ -92,12 +92,6 @@ def test_world_size_and_batch_size_do_not_change_the_audio(two_rank_run, tmp_pat
 
 # In-process runs of the same entry point on the small-window model (about 2.97 s).
 SMALL_TREE = "kit:\n  kick: {prompt: kick drum, seconds_total: 1.5}\n  snare: {prompt: snare, seconds_start: 0.5, seconds_total: 2}\n"
-
-
-def write(tmp_path: Path, text: str, name: str = "tree.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
 
 
 @pytest.mark.parametrize(("fmt", "subtype", "extension"), [("flac24", "PCM_24", "flac"), ("wav32f", "FLOAT", "wav")])

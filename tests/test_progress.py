@@ -4,15 +4,23 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from stable_audio_tools_ext.progress import ProgressDisplay, RankProgress, job_totals, progress_dir, remove_progress
+from stable_audio_tools_ext.progress import (
+    JobTotals,
+    ProgressDisplay,
+    RankProgress,
+    job_totals,
+    progress_dir,
+    remove_progress,
+)
 
 
 def test_counters_of_all_ranks_add_up_and_are_removed(tmp_path) -> None:
     ranks = [RankProgress(tmp_path, rank, total=3) for rank in range(3)]
-    assert job_totals(tmp_path) == (0, 0.0)
+    assert job_totals(tmp_path) == JobTotals(done=0, audio_seconds=0.0, finished_ranks=0)
     ranks[0].advance(2, 20.0)
     ranks[2].advance(1, 5.5)
-    assert job_totals(tmp_path) == (3, 25.5)
+    ranks[2].finish()
+    assert job_totals(tmp_path) == JobTotals(done=3, audio_seconds=25.5, finished_ranks=1)
     assert not list(progress_dir(tmp_path).glob("*.partial"))  # every publish is an atomic replace
     remove_progress(tmp_path)
     assert not progress_dir(tmp_path).exists()
@@ -24,6 +32,8 @@ def test_display_waits_for_every_rank_and_logs_plain_lines_off_terminal(tmp_path
     with ProgressDisplay(tmp_path, total=3, console=console, log_every=0.0) as display:
         first.advance(2, 8.0)
         second.advance(1, 4.0)
-        display.wait_for_job()
+        first.finish()
+        second.finish()  # a rank stopped by a signal also finishes, with fewer items done
+        display.wait_for_ranks(2)
     text = console.export_text()
     assert "progress: 3/3 items, 12.0 s audio" in text
