@@ -1,26 +1,62 @@
-"""k-diffusion sampling for v-objective models with one noise stream per batch item.
+"""Diffusion sampling with one noise stream per batch item, for both Stable Audio model families.
 
-Why not call stable-audio-tools' ``sample_k`` directly: it gives the SDE/ancestral samplers no
-``noise_sampler``, so k-diffusion falls back to a single random stream for the whole batch and an
-item's audio changes with whatever else is in its batch. Here every item owns its randomness — its
-initial noise comes from its own ``torch.Generator`` and its SDE noise from its own Brownian tree
-(k-diffusion's ``BrownianTreeNoiseSampler`` accepts one seed per batch item) — so the audio for a
-seed is the same at any batch size, world size, rank or order. Everything else (the noise schedule,
-the v-denoiser wrapper, the solvers) is k-diffusion's own, called exactly as ``sample_k`` calls it.
+Why not call stable-audio-tools' ``sample_k``/``sample_rf`` as they are: their stochastic samplers
+draw noise for the whole batch from one random stream (k-diffusion's default noise sampler, or
+``torch.randn_like`` in the ping-pong loop), so an item's audio changes with whatever else is in its
+batch. Here every item owns its randomness - its noise comes from its own ``torch.Generator``, and
+the k-diffusion SDE samplers get one Brownian tree per item (``BrownianTreeNoiseSampler`` accepts a
+seed per batch item) - so the audio for a seed is the same at any batch size, world size, rank or
+order. The solvers, schedules and denoiser wrappers are stable-audio-tools' and k-diffusion's own.
+
+Families, by the config's ``diffusion_objective``:
+- ``v`` (Stable Audio Open 1.0): the k-diffusion samplers, CFG 7, 100 steps;
+- ``rf_denoiser`` (Stable Audio Open Small, distilled): ``pingpong``, 8 steps, no CFG;
+- ``rectified_flow`` (undistilled flow models): ``euler`` or ``dpmpp``, 50 steps.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import k_diffusion as K
 import torch
+from stable_audio_tools.inference.sampling import sample_rf
+
+
+class ItemNoise:
+    """One random stream per batch item; row ``i`` of every draw comes only from ``seeds[i]``.
+
+    Drawn on the CPU so that a seed means the same noise on every device; the tensors are small
+    (latent channels x frames), so the copy costs nothing next to one denoiser step.
+    """
+
+    def __init__(self, seeds: Sequence[int], device: torch.device, dtype: torch.dtype) -> None:
+        self.seeds = list(seeds)
+        self._generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+        self._device, self._dtype = device, dtype
+
+    def draw(self, shape: tuple[int, ...]) -> torch.Tensor:
+        rows = [torch.randn(shape, generator=generator) for generator in self._generators]
+        return torch.stack(rows).to(device=self._device, dtype=self._dtype)
 
 
 @dataclass(frozen=True)
-class _Solver:
+class SamplerFamily:
+    """The samplers and default sampling settings of one diffusion objective."""
+
+    samplers: tuple[str, ...]
+    sampler_type: str
+    steps: int
+    cfg_scale: float
+    sigma_min: float
+    sigma_max: float
+
+
+@dataclass(frozen=True)
+class _KSolver:
     function: Callable[..., torch.Tensor]
     stochastic: bool  # draws fresh noise every step, so it needs a per-item noise sampler
 
@@ -29,35 +65,41 @@ class _Solver:
 # measures the error over the whole batch, so an item's steps - and audio - depend on its batch
 # neighbours) and ``v-ddim``/``v-ddim-cfgpp`` (stable-audio-tools' own loop, which always prints a
 # progress bar per batch and cannot be silenced).
-_SOLVERS: dict[str, _Solver] = {
-    "dpmpp-3m-sde": _Solver(K.sampling.sample_dpmpp_3m_sde, stochastic=True),
-    "dpmpp-2m-sde": _Solver(K.sampling.sample_dpmpp_2m_sde, stochastic=True),
-    "dpmpp-2m": _Solver(K.sampling.sample_dpmpp_2m, stochastic=False),
-    "k-dpmpp-2s-ancestral": _Solver(K.sampling.sample_dpmpp_2s_ancestral, stochastic=True),
-    "k-heun": _Solver(K.sampling.sample_heun, stochastic=False),
-    "k-lms": _Solver(K.sampling.sample_lms, stochastic=False),
-    "k-dpm-2": _Solver(K.sampling.sample_dpm_2, stochastic=False),
-    "k-dpm-fast": _Solver(K.sampling.sample_dpm_fast, stochastic=False),
+_K_SOLVERS: dict[str, _KSolver] = {
+    "dpmpp-3m-sde": _KSolver(K.sampling.sample_dpmpp_3m_sde, stochastic=True),
+    "dpmpp-2m-sde": _KSolver(K.sampling.sample_dpmpp_2m_sde, stochastic=True),
+    "dpmpp-2m": _KSolver(K.sampling.sample_dpmpp_2m, stochastic=False),
+    "k-dpmpp-2s-ancestral": _KSolver(K.sampling.sample_dpmpp_2s_ancestral, stochastic=True),
+    "k-heun": _KSolver(K.sampling.sample_heun, stochastic=False),
+    "k-lms": _KSolver(K.sampling.sample_lms, stochastic=False),
+    "k-dpm-2": _KSolver(K.sampling.sample_dpm_2, stochastic=False),
+    "k-dpm-fast": _KSolver(K.sampling.sample_dpm_fast, stochastic=False),
 }
 
-SAMPLER_NAMES: tuple[str, ...] = tuple(_SOLVERS)
-STOCHASTIC_SAMPLERS: frozenset[str] = frozenset(name for name, s in _SOLVERS.items() if s.stochastic)
+# ``rk4`` is left out for the same progress-bar reason as v-ddim (and it costs four model calls a step).
+FAMILIES: dict[str, SamplerFamily] = {
+    "v": SamplerFamily(tuple(_K_SOLVERS), "dpmpp-3m-sde", 100, 7.0, 0.3, 500.0),
+    "rf_denoiser": SamplerFamily(("pingpong",), "pingpong", 8, 1.0, 0.0, 1.0),
+    "rectified_flow": SamplerFamily(("euler", "dpmpp"), "euler", 50, 7.0, 0.0, 1.0),
+}
+
+SAMPLER_NAMES: tuple[str, ...] = tuple(dict.fromkeys(name for f in FAMILIES.values() for name in f.samplers))
+STOCHASTIC_SAMPLERS: frozenset[str] = frozenset(
+    {name for name, solver in _K_SOLVERS.items() if solver.stochastic} | {"pingpong"}
+)
 
 
-def initial_noise(seeds: Sequence[int], shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Unit Gaussian noise of ``(len(seeds), *shape)``, row ``i`` drawn only from ``seeds[i]``.
-
-    Drawn on the CPU so that a seed means the same starting point on every device; the tensor is
-    small (channels x latent frames), so the copy costs nothing next to one denoiser step.
-    """
-    rows = [torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed)) for seed in seeds]
-    return torch.stack(rows).to(device=device, dtype=dtype)
+def family_of(objective: str) -> SamplerFamily:
+    try:
+        return FAMILIES[objective]
+    except KeyError:
+        raise ValueError(f"diffusion_objective {objective!r} is not supported; known: {', '.join(FAMILIES)}") from None
 
 
-def sample_v_objective(
-    model_fn: torch.nn.Module,
-    noise: torch.Tensor,
-    seeds: Sequence[int],
+def sample_latents(
+    model: torch.nn.Module,
+    noise: ItemNoise,
+    shape: tuple[int, ...],
     *,
     sampler_type: str,
     steps: int,
@@ -65,17 +107,45 @@ def sample_v_objective(
     sigma_max: float,
     extra_args: dict[str, Any],
 ) -> torch.Tensor:
-    """Denoise ``noise`` (unit variance, one row per seed) with a k-diffusion solver; returns latents."""
-    solver = _SOLVERS.get(sampler_type)
-    if solver is None:
-        raise ValueError(f"unknown sampler {sampler_type!r}; known: {', '.join(SAMPLER_NAMES)}")
+    """Denoise fresh per-item noise of ``(len(seeds), *shape)`` with the model's family of samplers.
+
+    ``model`` is stable-audio-tools' ``ConditionedDiffusionModelWrapper``; ``extra_args`` are the
+    DiT's conditioning inputs and CFG settings.
+    """
+    objective = model.diffusion_objective
+    if sampler_type not in family_of(objective).samplers:
+        raise ValueError(
+            f"sampler {sampler_type!r} does not work with {objective!r} models; use one of "
+            f"{', '.join(family_of(objective).samplers)}"
+        )
+    x = noise.draw(shape)
+    if objective == "v":
+        return _sample_v(model.model, x, noise.seeds, sampler_type, steps, sigma_min, sigma_max, extra_args)
+    if sampler_type == "pingpong":
+        return _sample_pingpong(model.model, x, noise, _rf_schedule(steps, sigma_max, x.device), extra_args)
+    return sample_rf(
+        model.model, x, steps=steps, sampler_type=sampler_type, sigma_max=sigma_max, device=x.device,
+        dist_shift=model.dist_shift, disable_tqdm=True, **extra_args,
+    )  # fmt: skip
+
+
+def _sample_v(
+    model_fn: torch.nn.Module,
+    x: torch.Tensor,
+    seeds: Sequence[int],
+    sampler_type: str,
+    steps: int,
+    sigma_min: float,
+    sigma_max: float,
+    extra_args: dict[str, Any],
+) -> torch.Tensor:
+    """k-diffusion solvers on the v-objective DiT, called as ``sample_k`` calls them."""
+    solver = _K_SOLVERS[sampler_type]
     denoiser = K.external.VDenoiser(model_fn)
     if sampler_type == "k-dpm-fast":
-        return solver.function(
-            denoiser, noise * sigma_max, sigma_min, sigma_max, steps, extra_args=extra_args, disable=True
-        )
-    sigmas = K.sampling.get_sigmas_polyexponential(steps, sigma_min, sigma_max, rho=1.0, device=noise.device)
-    x = noise * sigmas[0]
+        return solver.function(denoiser, x * sigma_max, sigma_min, sigma_max, steps, extra_args=extra_args, disable=True)
+    sigmas = K.sampling.get_sigmas_polyexponential(steps, sigma_min, sigma_max, rho=1.0, device=x.device)
+    x = x * sigmas[0]
     kwargs: dict[str, Any] = {"extra_args": extra_args, "disable": True}
     if solver.stochastic:
         # The same interval k-diffusion's SDE solvers use for their default tree, one tree per item.
@@ -83,3 +153,31 @@ def sample_v_objective(
             x, sigmas[sigmas > 0].min(), sigmas.max(), seed=list(seeds)
         )
     return solver.function(denoiser, x, sigmas, **kwargs)
+
+
+def _rf_schedule(steps: int, sigma_max: float, device: torch.device) -> torch.Tensor:
+    """The noise levels ``sample_rf`` uses: uniform in log-SNR from ``sigma_max`` down to 0.
+
+    Rebuilt here because ``sample_rf`` does not expose it and the ping-pong loop below needs it.
+    """
+    sigma_max = min(sigma_max, 1.0)
+    logsnr_max = math.log((1 - sigma_max) / sigma_max + 1e-6) if sigma_max < 1 else -6.0
+    t = torch.sigmoid(-torch.linspace(logsnr_max, 2, steps + 1))
+    t[0], t[-1] = sigma_max, 0.0
+    return t.to(device)
+
+
+@torch.no_grad()
+def _sample_pingpong(
+    model_fn: torch.nn.Module, x: torch.Tensor, noise: ItemNoise, t: torch.Tensor, extra_args: dict[str, Any]
+) -> torch.Tensor:
+    """stable-audio-tools' ping-pong sampler for distilled flow models, re-noising from ``noise``.
+
+    Each step predicts the clean latent, then re-noises it to the next level. Upstream draws that
+    noise with ``torch.randn_like`` for the whole batch; drawing it per item is the only change.
+    """
+    ones = x.new_ones([x.shape[0]])
+    for i in range(len(t) - 1):
+        denoised = x - t[i] * model_fn(x, t[i] * ones, **extra_args)
+        x = (1 - t[i + 1]) * denoised + t[i + 1] * noise.draw(tuple(x.shape[1:]))
+    return x

@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 DEMO_REPO_ID = "stabilityai/stable-audio-open-1.0"
+SMALL_REPO_ID = "stabilityai/stable-audio-open-small"
 T5_REPO_ID = "t5-base"
 
 # Written last into a finished build; its presence is what "complete" means.
@@ -156,6 +157,39 @@ def tiny_model_config(sample_size: int = 2097152) -> dict:
     }
 
 
+def tiny_small_model_config(sample_size: int = 524288) -> dict:
+    """A tiny model with Stable Audio Open Small's architecture (default window: its 11.89 s).
+
+    What sets Small apart is kept: the distilled rectified-flow objective (``rf_denoiser``, sampled
+    with ``pingpong`` in a few steps without CFG), timing conditioning on ``seconds_total`` only,
+    query-key layer norm in attention, and projected condition tokens. Widths are the tiny ones.
+    """
+    config = tiny_model_config(sample_size)
+    model = config["model"]
+    model["conditioning"]["configs"] = [
+        {"id": "prompt", "type": "t5", "config": {"t5_model_name": T5_REPO_ID, "max_length": 64}},
+        {"id": "seconds_total", "type": "number", "config": {"min_val": 0, "max_val": 256}},
+    ]
+    model["diffusion"] = {
+        "cross_attention_cond_ids": ["prompt", "seconds_total"],
+        "global_cond_ids": ["seconds_total"],
+        "diffusion_objective": "rf_denoiser",
+        "type": "dit",
+        "config": {
+            "io_channels": 64, "embed_dim": 64, "depth": 2, "num_heads": 2, "cond_token_dim": 768,
+            "global_cond_dim": 768, "transformer_type": "continuous_transformer", "attn_kwargs": {"qk_norm": "ln"},
+        },
+    }  # fmt: skip
+    return config
+
+
+# Each tiny model: its config builder and the weights file the real repo ships.
+_VARIANTS = {
+    DEMO_REPO_ID: (tiny_model_config, "model.safetensors", 2097152),
+    SMALL_REPO_ID: (tiny_small_model_config, "model.ckpt", 524288),
+}
+
+
 def offline_hub_env(hf_home: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment (a copy of ``base``, default ``os.environ``) that loads from ``hf_home`` only.
 
@@ -170,24 +204,30 @@ def offline_hub_env(hf_home: Path, base: Mapping[str, str] | None = None) -> dic
     return env
 
 
-def build_tiny_hub_cache(hf_home: Path, sample_size: int = 2097152, seed: int = 0) -> Path:
-    """Build the tiny model's hub cache as ``hf_home`` and return ``hf_home``.
+def build_tiny_hub_cache(
+    hf_home: Path, sample_size: int | None = None, seed: int = 0, repo_id: str = DEMO_REPO_ID
+) -> Path:
+    """Build a tiny model's hub cache as ``hf_home`` and return ``hf_home``.
 
-    One ``hf_home`` holds one build: use a different directory per ``sample_size``/``seed``
+    ``repo_id`` picks the architecture (``DEMO_REPO_ID`` for Stable Audio Open 1.0,
+    ``SMALL_REPO_ID`` for Small); ``sample_size`` defaults to that model's real window.
+    One ``hf_home`` holds one build: use a different directory per model/``sample_size``/``seed``
     (asking an existing build for other parameters raises ``ValueError``).  ``hf_home``
     must not exist, be an empty directory, or hold a finished build, which is returned at
     once.  The build happens in a temporary sibling directory that is renamed into place,
     so concurrent callers and interrupted builds never expose a half-written cache.
     """
     hf_home = Path(hf_home)
-    params = {"repo_id": DEMO_REPO_ID, "sample_size": sample_size, "seed": seed, "format": _FORMAT_VERSION}
+    make_config, weights_name, default_size = _VARIANTS[repo_id]
+    sample_size = sample_size or default_size
+    params = {"repo_id": repo_id, "sample_size": sample_size, "seed": seed, "format": _FORMAT_VERSION}
     if _finished(hf_home, params):
         return hf_home
-    config = tiny_model_config(sample_size)  # validates sample_size before any work
+    config = make_config(sample_size)  # validates sample_size before any work
     hf_home.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{hf_home.name}.building-", dir=hf_home.parent))
     try:
-        _build(tmp / "hub", config, seed)
+        _build(tmp / "hub", config, seed, repo_id, weights_name)
         (tmp / _MARKER).write_text(json.dumps(params, sort_keys=True))
         try:
             tmp.rename(hf_home)  # atomic; also replaces an empty directory
@@ -210,7 +250,7 @@ def _finished(hf_home: Path, params: dict) -> bool:
     return True
 
 
-def _build(hub: Path, config: dict, seed: int) -> None:
+def _build(hub: Path, config: dict, seed: int, repo_id: str, weights_name: str) -> None:
     """Write both repos into ``hub``; T5 first, since building the SAO model loads it from there."""
     import torch
 
@@ -235,9 +275,9 @@ def _build(hub: Path, config: dict, seed: int) -> None:
         finally:
             constants.HF_HUB_CACHE, constants.HF_HUB_OFFLINE = saved
         _make_prompt_audible(model)
-        _add_repo(hub, DEMO_REPO_ID, {
+        _add_repo(hub, repo_id, {
             "model_config.json": json.dumps(config, indent=2).encode(),
-            "model.safetensors": _safetensors_bytes(model.state_dict()),
+            weights_name: _weights_bytes(model.state_dict(), weights_name),
         })
 
 
@@ -294,11 +334,20 @@ def _unigram_pieces() -> list[tuple[str, float]]:
     return sorted(scores.items(), key=lambda piece_score: (-piece_score[1], piece_score[0]))
 
 
-def _safetensors_bytes(state_dict: Mapping) -> bytes:
-    """Serialise a state dict; clones make every tensor contiguous and unshared, as safetensors requires."""
+def _weights_bytes(state_dict: Mapping, weights_name: str) -> bytes:
+    """Serialise a state dict as the real repo ships it: safetensors, or a ``{"state_dict": ...}``
+    ``.ckpt`` (Small). Clones make every tensor contiguous and unshared, as safetensors requires."""
+    import io
+
+    import torch
     from safetensors.torch import save
 
-    return save({key: tensor.detach().clone().contiguous() for key, tensor in state_dict.items()})
+    tensors = {key: tensor.detach().clone().contiguous() for key, tensor in state_dict.items()}
+    if weights_name.endswith(".safetensors"):
+        return save(tensors)
+    buffer = io.BytesIO()
+    torch.save({"state_dict": tensors}, buffer)
+    return buffer.getvalue()
 
 
 def _add_repo(hub: Path, repo_id: str, files: Mapping[str, bytes]) -> None:
@@ -318,13 +367,14 @@ def _add_repo(hub: Path, repo_id: str, files: Mapping[str, bytes]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Build a tiny Stable Audio Open 1.0 into an offline HF cache.")
+    parser = argparse.ArgumentParser(description="Build a tiny Stable Audio Open model into an offline HF cache.")
     parser.add_argument("--hf-home", type=Path, required=True, help="directory to use as HF_HOME")
-    parser.add_argument("--sample-size", type=int, default=2097152, help="generation window in samples")
+    parser.add_argument("--sample-size", type=int, help="generation window in samples (default: the real model's)")
+    parser.add_argument("--repo-id", choices=tuple(_VARIANTS), default=DEMO_REPO_ID, help="which architecture")
     args = parser.parse_args(argv)
     # stable_audio_tools prints notices to stdout; keep stdout to the path so shells can capture it.
     with contextlib.redirect_stdout(sys.stderr):
-        hf_home = build_tiny_hub_cache(args.hf_home, sample_size=args.sample_size)
+        hf_home = build_tiny_hub_cache(args.hf_home, sample_size=args.sample_size, repo_id=args.repo_id)
     print(hf_home)
 
 

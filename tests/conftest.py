@@ -54,6 +54,6 @@ def small_model(small_hub: Path):
     """The small-window tiny model, loaded through the real hub path, on CPU."""
     import torch
 
-    from stable_audio_tools_ext.models import load_model, read_model_spec
+    from stable_audio_tools_ext.models import ModelRequest, load_model, read_model_spec
 
-    return load_model(read_model_spec(DEMO_REPO_ID), torch.device("cpu"))
+    return load_model(read_model_spec(ModelRequest(pretrained_name=DEMO_REPO_ID)), torch.device("cpu"))
