@@ -21,6 +21,7 @@ from pathlib import Path
 import soundfile as sf
 
 from .manifest import Record
+from .normalize import Normalization
 from .plan import WorkItem
 
 VALID_STATUSES = ("ok", "silent")
@@ -32,8 +33,10 @@ class OutputSettings:
 
     model: str
     model_revision: str | None
+    precision: str
     audio_format: str
     clip_length: bool
+    normalization: Normalization = Normalization()  # --normalize: the gain changes the file
 
 
 def fingerprint(item: WorkItem, settings: OutputSettings) -> str:
