@@ -30,25 +30,30 @@ for _message in _KNOWN_LIBRARY_WARNINGS:  # before the imports below, which trig
     warnings.filterwarnings("ignore", message=_message)
 
 from .atomic import remove_partial_files  # noqa: E402
+from .autobatch import AutoBatchSize  # noqa: E402
 from .audio_io import FORMATS  # noqa: E402
 from .conditions import ConditionTreeError, Problem, read_condition_file  # noqa: E402
+from .dataset import add_dataset_arguments, dataset_argument_problems, finish_dataset  # noqa: E402
 from .distributed import DistContext, barrier, broadcast_from_main, init_distributed, shard, shutdown  # noqa: E402
 from .job import RankOutcome, run_rank, written_seconds  # noqa: E402
 from .manifest import ManifestWriter, fold_parts, load_records  # noqa: E402
 from .model_options import add_model_arguments, model_spec_from_args  # noqa: E402
-from .models import LoadedModel, ModelLoadError, ModelSpec, load_model  # noqa: E402
-from .plan import DEFAULT_MAX_ITEMS, SamplingDefaults, WorkItem, build_plan  # noqa: E402
-from .progress import ProgressDisplay, RankProgress, remove_progress  # noqa: E402
+from .models import LoadedModel, ModelLoadError, ModelSpec, compile_dit, load_model, resolve_precision  # noqa: E402
+from .normalize import normalization_from_args  # noqa: E402
+from .plan import DEFAULT_MAX_ITEMS, SamplingDefaults, WorkItem, balanced_order, build_plan  # noqa: E402
+from .progress import ProgressDisplay, RankProgress, job_totals, remove_progress  # noqa: E402
 from .resume import OutputSettings, ResumeState, resume_state  # noqa: E402
 from .samplers import SAMPLER_NAMES  # noqa: E402
 from .signals import GracefulStop  # noqa: E402
-from .views import dry_run_plan, model_description, output_tree, start_table  # noqa: E402
+from .views import dry_run_plan, imbalance, model_description, output_tree, rank_costs, start_table  # noqa: E402
+from .writer import WriteError  # noqa: E402
 
 LOG_WIDTH = 160  # columns when writing to a log file (SLURM, CI) rather than a terminal
 EXIT_OK = 0
 EXIT_USAGE = 2  # bad input: nothing was generated or written
 EXIT_INTERRUPTED = 3  # stopped by a signal after finishing the batch in flight; rerun to resume
 EXIT_NONFINITE = 4  # some items came out NaN/Inf and were not written (see the manifest's status)
+EXIT_WRITE_FAILED = 5  # an output file could not be written (disk full, path not creatable, ...)
 
 
 class UsageError(ValueError):
@@ -63,6 +68,10 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
     return value
+
+
+def _batch_size(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive_int(text)
 
 
 def _seed(text: str) -> int:
@@ -124,12 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="trim each file to its seconds_total (default: keep the model's whole window)",
     )
     add_model_arguments(parser)
-    sampling = parser.add_argument_group("sampling (YAML leaves may override steps, cfg_scale, sampler_type, seed)")
-    sampling.add_argument("--sampler-type", choices=SAMPLER_NAMES, default="dpmpp-3m-sde", help="k-diffusion sampler (default: %(default)s)")
-    sampling.add_argument("--sample-steps", type=_positive_int, default=100, help="denoising steps per item (default: %(default)s)")
-    sampling.add_argument("--cfg-scale", type=_finite_float, default=7.0, help="classifier-free guidance scale (default: %(default)s)")
-    sampling.add_argument("--sigma-min", type=_positive_float, default=0.3, help="lowest noise level of the schedule (default: %(default)s)")
-    sampling.add_argument("--sigma-max", type=_positive_float, default=500.0, help="highest noise level of the schedule (default: %(default)s)")
+    sampling = parser.add_argument_group(
+        "sampling (defaults come from the model family: SAO 1.0 dpmpp-3m-sde/100 steps/cfg 7/sigma 0.3..500, "
+        "SAO Small pingpong/8 steps/cfg 1; YAML leaves may override steps, cfg_scale, sampler_type, seed)"
+    )
+    sampling.add_argument("--sampler-type", choices=SAMPLER_NAMES, help="sampler (must suit the model family)")
+    sampling.add_argument("--sample-steps", type=_positive_int, help="denoising steps per item")
+    sampling.add_argument("--cfg-scale", type=_finite_float, help="classifier-free guidance scale (1 = no guidance)")
+    sampling.add_argument("--sigma-min", type=_positive_float, help="lowest noise level of the schedule (v models)")
+    sampling.add_argument("--sigma-max", type=_positive_float, help="highest noise level of the schedule (<= 1 for flow models)")
     sampling.add_argument(
         "--n-sample-per-cond", type=_positive_int, default=1, help="items per leaf; a leaf's n_samples overrides it (default: %(default)s)"
     )
@@ -142,10 +154,24 @@ def build_parser() -> argparse.ArgumentParser:
     run = parser.add_argument_group("running")
     run.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=_batch_size,
         default=4,
-        help="items per forward pass on each rank (default: %(default)s); changes speed and memory, never the audio",
+        help="items per forward pass on each rank (default: %(default)s), or 'auto': the largest that fits "
+        "the GPU's free memory, probed per latent length; changes speed and memory, never the audio",
     )
+    run.add_argument(
+        "--latent-length",
+        choices=("auto", "full"),
+        default="auto",
+        help="auto (default): generate only as many latent frames as seconds_start + seconds_total need "
+        "(in steps of 0.74 s); full: always the model's whole window, as the reference tool",
+    )
+    run.add_argument(
+        "--decode-chunk",
+        type=_positive_int,
+        help="VAE-decode in chunks of this many latent frames (overlapping 16 per side) to bound memory",
+    )
+    run.add_argument("--compile", action="store_true", help="torch.compile the DiT (pays off on long GPU runs)")
     run.add_argument(
         "--overwrite",
         action="store_true",
@@ -168,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_ITEMS,
         help="refuse trees that expand to more items than this (default: %(default)s)",
     )
+    add_dataset_arguments(parser)
     return parser
 
 
@@ -199,40 +226,64 @@ def _print_problems(problems: list[Problem], source: str, other_errors: list[str
 def _check_inputs(args: argparse.Namespace, is_main: bool) -> tuple[list[WorkItem], ModelSpec] | int:
     """Validate the tree, the model config, the plan and the output dir; report all problems at once."""
     source = str(args.cond_yaml_path)
-    leaves, problems = read_condition_file(args.cond_yaml_path, SAMPLER_NAMES)
     errors: list[str] = []
     spec = None
     items: list[WorkItem] = []
-    if args.sigma_min >= args.sigma_max:
-        errors.append(f"--sigma-min {args.sigma_min} must be lower than --sigma-max {args.sigma_max}")
     try:
         spec = model_spec_from_args(args)
     except ModelLoadError as exc:
         errors.append(str(exc))
+    samplers = spec.family.samplers if spec is not None else SAMPLER_NAMES
+    leaves, problems = read_condition_file(args.cond_yaml_path, samplers)
     if spec is not None:
+        errors += _apply_model_defaults(args, spec)
+    if spec is not None and not errors:
         defaults = SamplingDefaults(
             steps=args.sample_steps, cfg_scale=args.cfg_scale, sampler_type=args.sampler_type,
             sigma_min=args.sigma_min, sigma_max=args.sigma_max, n_samples=args.n_sample_per_cond, base_seed=args.seed,
         )  # fmt: skip
         try:
             items = build_plan(
-                leaves, defaults, spec.window_seconds, FORMATS[args.format].extension, source, args.max_items
-            )
+                leaves, defaults, spec.window_seconds, FORMATS[args.format].extension, source, args.max_items,
+                spec.geometry, args.latent_length,
+            )  # fmt: skip
         except ConditionTreeError as exc:
             problems = problems + exc.problems
     try:
         _check_output_dir(args.output_dir)
     except UsageError as exc:
         errors.append(str(exc))
+    errors += dataset_argument_problems(args, items)
     if problems or errors or spec is None:
         return _print_problems(problems, source, errors) if is_main else EXIT_USAGE
     return items, spec
 
 
+def _apply_model_defaults(args: argparse.Namespace, spec: ModelSpec) -> list[str]:
+    """Fill unset sampling flags and the precision from the model; return what does not fit it."""
+    family = spec.family
+    for flag, default in (("sampler_type", family.sampler_type), ("sample_steps", family.steps),
+                          ("cfg_scale", family.cfg_scale), ("sigma_min", family.sigma_min), ("sigma_max", family.sigma_max)):  # fmt: skip
+        if getattr(args, flag) is None:
+            setattr(args, flag, default)
+    device_type = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    args.precision = resolve_precision(args.precision, device_type)
+    errors = []
+    if args.sampler_type not in family.samplers:
+        errors.append(f"--sampler-type {args.sampler_type} does not work with this model ({spec.objective}); "
+                      f"use one of {', '.join(family.samplers)}")  # fmt: skip
+    if spec.objective == "v" and args.sigma_min >= args.sigma_max:
+        errors.append(f"--sigma-min {args.sigma_min} must be lower than --sigma-max {args.sigma_max}")
+    if spec.objective != "v" and args.sigma_max > 1:
+        errors.append(f"--sigma-max {args.sigma_max}: flow models ({spec.objective}) need a value <= 1")
+    return errors
+
+
 def _output_settings(args: argparse.Namespace, spec: ModelSpec) -> OutputSettings:
     return OutputSettings(
-        model=spec.source, model_revision=spec.revision, audio_format=args.format, clip_length=args.clip_length
-    )
+        model=spec.source, model_revision=spec.revision, precision=args.precision,
+        audio_format=args.format, clip_length=args.clip_length, normalization=normalization_from_args(args),
+    )  # fmt: skip
 
 
 def _resume(args: argparse.Namespace, items: list[WorkItem], spec: ModelSpec) -> ResumeState:
@@ -241,7 +292,7 @@ def _resume(args: argparse.Namespace, items: list[WorkItem], spec: ModelSpec) ->
 
 
 def _seconds_of(args: argparse.Namespace, items: list[WorkItem], spec: ModelSpec) -> dict[str, float]:
-    return {i.relpath: written_seconds(i, spec.window_seconds, args.clip_length) for i in items}
+    return {i.relpath: written_seconds(i, spec.geometry, args.clip_length) for i in items}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -258,19 +309,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         if is_main:
             state = _resume(args, items, spec)
-            console.print(dry_run_plan(args.output_dir, items, state, args.world_size, _seconds_of(args, items, spec)))
+            order = balanced_order(state.pending, args.world_size, spec.geometry.window_frames)
+            console.print(dry_run_plan(args.output_dir, items, state, order, args.world_size, _seconds_of(args, items, spec),
+                                       spec.geometry.window_frames))  # fmt: skip
         return EXIT_OK
 
     ctx = init_distributed(args.device)
     try:
         try:
-            loaded = load_model(spec, ctx.device)
+            loaded = load_model(spec, ctx.device, args.precision)
+            loaded.decode_chunk = args.decode_chunk
+            if args.compile:
+                compile_dit(loaded)
         except ModelLoadError as exc:
             return _print_problems([], "", [str(exc)]) if ctx.is_main else EXIT_USAGE
         pending = _prepare_run(args, ctx, items, spec, loaded, console)
         return _generate(args, ctx, items, pending, loaded, console, started)
     finally:
         shutdown(ctx)
+
+
+def _balance_text(pending: list[WorkItem], world_size: int, spec: ModelSpec) -> str:
+    """Planned cost per rank (latent frames x model evaluations) after cost-balanced ordering."""
+    costs = rank_costs(balanced_order(pending, world_size, spec.geometry.window_frames), world_size, spec.geometry.window_frames)
+    return f"planned cost per rank {', '.join(f'{c:,}' for c in costs)} (imbalance {imbalance(costs):.1%})"
 
 
 def _prepare_run(
@@ -285,11 +347,14 @@ def _prepare_run(
         fold_parts(args.output_dir)  # records of an earlier run that did not finish
         state = _resume(args, items, spec)
         pending_paths = [item.relpath for item in state.pending]
+        counts = ", ".join(f"{name} {count / 1e6:.1f}M" for name, count in loaded.parameter_counts().items())
         console.print(start_table([
-            ("model", model_description(spec)),
-            ("audio", f"{spec.sample_rate} Hz, window {spec.window_seconds:.2f} s, {str(loaded.dit_dtype).removeprefix('torch.')}"),
-            ("ranks", f"{ctx.world_size} x {ctx.device.type}"),
+            ("model", f"{model_description(spec)} ({loaded.weights_read})"),
+            ("parameters", counts),
+            ("audio", f"{spec.sample_rate} Hz, window {spec.window_seconds:.2f} s"),
+            ("compute", f"{ctx.world_size} rank(s) x {ctx.device.type}, DiT in {loaded.precision}"),
             ("items", f"{len(items)} in the tree, {len(state.pending)} to generate"),
+            ("balance", _balance_text(state.pending, ctx.world_size, spec)),
             ("sampling", f"{args.sampler_type}, {args.sample_steps} steps, cfg {args.cfg_scale}, "
                          f"sigma {args.sigma_min}..{args.sigma_max}, base seed {args.seed}, batch {args.batch_size}"),
             ("output", f"{args.output_dir} ({args.format}{', clipped' if args.clip_length else ''})"),
@@ -304,25 +369,33 @@ def _generate(
     args: argparse.Namespace, ctx: DistContext, items: list[WorkItem], pending: list[WorkItem],
     loaded: LoadedModel, console: Console, started: float,
 ) -> int:  # fmt: skip
-    my_items = shard(pending, ctx.world_size, ctx.rank)
+    order = balanced_order(pending, ctx.world_size, loaded.spec.geometry.window_frames)
+    my_items = shard(order, ctx.world_size, ctx.rank)
     settings = _output_settings(args, loaded.spec)
     progress = RankProgress(args.output_dir, ctx.rank, len(my_items))
     barrier(ctx)  # every rank has published its counters before rank 0 starts watching them
     manifest = ManifestWriter(args.output_dir, ctx.rank)
+
+    batch_size = AutoBatchSize(loaded) if args.batch_size == "auto" else args.batch_size
+
+    def run() -> RankOutcome:
+        return run_rank(loaded, my_items, batch_size, args.output_dir, settings, progress, manifest, stop, ctx.rank)
+
     with GracefulStop() as stop:
         try:
-            if ctx.is_main:
-                with ProgressDisplay(args.output_dir, len(pending), console) as display:
-                    outcome = run_rank(loaded, my_items, args.batch_size, args.output_dir, settings, progress, manifest, stop, ctx.rank)
-                    progress.finish()
-                    display.wait_for_ranks(ctx.world_size)
-            else:
-                outcome = run_rank(loaded, my_items, args.batch_size, args.output_dir, settings, progress, manifest, stop, ctx.rank)
+            if not ctx.is_main:
+                outcome = run()
                 progress.finish()
+                return _exit_code(outcome, stop)
+            with ProgressDisplay(args.output_dir, len(pending), console) as display:
+                run()
+                progress.finish()
+                display.wait_for_ranks(ctx.world_size)
+        except WriteError as exc:
+            print(f"error (rank {ctx.rank}): {exc}; files written so far are complete and recorded", file=sys.stderr)
+            return EXIT_WRITE_FAILED
         finally:
             manifest.close()
-    if not ctx.is_main:
-        return _exit_code(outcome, stop)
     return _summarise(args, ctx, items, loaded.spec, console, started, stop)
 
 
@@ -338,7 +411,11 @@ def _summarise(
 ) -> int:  # fmt: skip
     """Rank 0, after every rank finished: fold the manifest and report what the whole job did."""
     records = fold_parts(args.output_dir)
+    elapsed = job_totals(args.output_dir).rank_seconds
     remove_progress(args.output_dir)
+    if len(elapsed) > 1:
+        console.print(f"rank wall times: {', '.join(f'{t:.1f} s' for t in elapsed)} (imbalance {imbalance(elapsed):.1%})",
+                      soft_wrap=True)  # fmt: skip
     state = resume_state(items, records, args.output_dir, _output_settings(args, spec))
     nonfinite = [i.relpath for i in state.pending if records.get(i.relpath, {}).get("status") == "nonfinite"]
     wall = time.perf_counter() - started
@@ -350,6 +427,7 @@ def _summarise(
             f"on {ctx.world_size} rank(s) ({seconds / wall:.2f} audio-s/s); manifest: {args.output_dir / 'manifest.jsonl'}",
             soft_wrap=True,
         )
+        finish_dataset(args, console)
         return EXIT_OK
     if nonfinite:
         console.print(f"[bold red]{len(nonfinite)} items came out NaN/Inf and were not written[/] (manifest status "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,11 +17,14 @@ from .audio_io import FORMATS, to_samples, write_audio_atomic
 from .engine import generate_audio
 from .manifest import ManifestWriter
 from .models import LoadedModel
+from .normalize import normalize
 from .plan import WorkItem, make_batches
 from .progress import RankProgress
+from .request import LatentGeometry
 from .resume import OutputSettings, fingerprint
 from .signals import GracefulStop
 from .stats import audio_stats, status_of
+from .writer import BackgroundWriter
 
 
 @dataclass
@@ -33,9 +36,12 @@ class RankOutcome:
     remaining: int = 0
 
 
-def written_seconds(item: WorkItem, window_seconds: float, clip_length: bool) -> float:
-    """Duration of the file ``item`` produces."""
-    return item.request.seconds_total if clip_length else window_seconds
+def written_seconds(item: WorkItem, geometry: LatentGeometry, clip_length: bool) -> float:
+    """Duration of the file ``item`` produces: its seconds_total when clipped, else its latent length."""
+    if clip_length:
+        return item.request.seconds_total
+    frames = item.request.latent_frames or geometry.window_frames
+    return frames * geometry.downsampling_ratio / geometry.sample_rate
 
 
 def _record(item: WorkItem, settings: OutputSettings, loaded: LoadedModel, **fields: Any) -> dict[str, Any]:
@@ -46,7 +52,7 @@ def _record(item: WorkItem, settings: OutputSettings, loaded: LoadedModel, **fie
         **dataclasses.asdict(item.request),
         "model": settings.model,
         "model_revision": settings.model_revision,
-        "precision": str(loaded.dit_dtype).removeprefix("torch."),
+        "precision": loaded.precision,
         "format": settings.audio_format,
         "clip_length": settings.clip_length,
         "sample_rate": loaded.spec.sample_rate,
@@ -64,17 +70,18 @@ def _write_item(
         return {"status": "nonfinite", "frames": 0, "bytes": 0, "peak": None, "rms": None}
     sample_rate = loaded.spec.sample_rate
     samples: np.ndarray = to_samples(clip, sample_rate, item.request.seconds_total if settings.clip_length else None)
+    samples, normalized = normalize(samples, sample_rate, settings.normalization)
     path = output_dir / item.relpath
     write_audio_atomic(path, samples, sample_rate, FORMATS[settings.audio_format])
-    stats = audio_stats(samples)
+    stats = audio_stats(samples, sample_rate)
     return {"status": status_of(stats["peak"]), "frames": len(samples), "bytes": path.stat().st_size,
-            "channels": samples.shape[1], **stats}  # fmt: skip
+            "channels": samples.shape[1], **stats, **normalized}  # fmt: skip
 
 
 def run_rank(
     loaded: LoadedModel,
     items: Sequence[WorkItem],
-    batch_size: int,
+    batch_size: int | Callable[[WorkItem], int],
     output_dir: Path,
     settings: OutputSettings,
     progress: RankProgress,
@@ -82,16 +89,14 @@ def run_rank(
     stop: GracefulStop,
     rank: int,
 ) -> RankOutcome:
-    """Generate and write this rank's items batch by batch; a stop request ends it between batches."""
+    """Generate this rank's items batch by batch while a background thread writes the previous batch.
+
+    A stop request ends the loop between batches; every batch already generated is still written.
+    """
     outcome = RankOutcome()
-    batches = make_batches(items, batch_size)
-    for index, batch in enumerate(batches):
-        if stop.requested:
-            outcome.remaining = sum(len(b) for b in batches[index:])
-            break
-        started = time.perf_counter()
-        audio = generate_audio(loaded, [item.request for item in batch])
-        share = (time.perf_counter() - started) / len(batch)
+
+    def write_batch(job: tuple[list[WorkItem], torch.Tensor, float]) -> None:
+        batch, audio, share = job
         records = []
         for item, clip in zip(batch, audio):
             fields = _write_item(item, clip, output_dir, settings, loaded)
@@ -102,4 +107,14 @@ def run_rank(
                 outcome.written += 1
         manifest.append(records)
         progress.advance(len(batch), sum(r["frames"] for r in records) / loaded.spec.sample_rate)
+
+    batches = make_batches(items, batch_size)
+    with BackgroundWriter(write_batch) as writer:
+        for index, batch in enumerate(batches):
+            if stop.requested:
+                outcome.remaining = sum(len(b) for b in batches[index:])
+                break
+            started = time.perf_counter()
+            audio = generate_audio(loaded, [item.request for item in batch]).cpu()
+            writer.submit((batch, audio, (time.perf_counter() - started) / len(batch)))
     return outcome

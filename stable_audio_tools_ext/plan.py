@@ -7,12 +7,13 @@ who generates what - the sharding in ``distributed`` only picks positions in thi
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from .conditions import Condition, ConditionTreeError, Problem
-from .request import GenerationRequest
+from .request import GenerationRequest, LatentGeometry, LatentMode, latent_frames_for
 
 # Seeds derived from (base seed, leaf, k) lie in [0, 2**32): the range upstream's random seeds use.
 DERIVED_SEED_RANGE = 2**32
@@ -64,8 +65,13 @@ def build_plan(
     extension: str,
     source: str = "<yaml>",
     max_items: int = DEFAULT_MAX_ITEMS,
+    geometry: LatentGeometry | None = None,
+    latent_mode: LatentMode = "auto",
 ) -> list[WorkItem]:
     """Expand leaves into work items in document order; raises ``ConditionTreeError`` on any problem.
+
+    With the model's ``geometry``, each item gets its latent length (``latent_mode``); without it the
+    engine applies the default ("auto") policy itself.
 
     Checks that need the model (the window) or the whole tree (item count, output collisions,
     including names that differ only in case and so collide on case-insensitive filesystems) live
@@ -116,6 +122,7 @@ def build_plan(
                 sampler_type=leaf.sampler_type or defaults.sampler_type,
                 sigma_min=defaults.sigma_min,
                 sigma_max=defaults.sigma_max,
+                latent_frames=latent_frames_for(start + seconds_total, geometry, latent_mode) if geometry else None,
             )
             items.append(WorkItem(leaf=leaf.name, k=k, relpath=relpath, request=request))
     if problems:
@@ -123,13 +130,51 @@ def build_plan(
     return items
 
 
-def make_batches(items: Iterable[WorkItem], batch_size: int) -> list[list[WorkItem]]:
-    """Group items that can share a sampler run, then cut each group into batches of ``batch_size``.
+def make_batches(items: Iterable[WorkItem], batch_size: int | Callable[[WorkItem], int]) -> list[list[WorkItem]]:
+    """Group items that can share a sampler run, then cut each group into batches.
 
-    Groups keep the order in which their first item appears, and items keep their order within a
-    group, so the schedule is deterministic; seeds are per item, so grouping never changes audio.
+    ``batch_size`` is a number, or a function giving the size for a group from its first item
+    (``--batch-size auto`` sizes batches per latent length). Groups keep the order in which their
+    first item appears, and items keep their order within a group, so the schedule is deterministic;
+    seeds are per item, so grouping never changes audio.
     """
     groups: dict[tuple, list[WorkItem]] = {}
     for item in items:
         groups.setdefault(item.request.batch_key(), []).append(item)
-    return [group[i : i + batch_size] for group in groups.values() for i in range(0, len(group), batch_size)]
+    batches = []
+    for group in groups.values():
+        size = batch_size(group[0]) if callable(batch_size) else batch_size
+        batches += [group[i : i + size] for i in range(0, len(group), size)]
+    return batches
+
+
+def item_cost(item: WorkItem, window_frames: int) -> int:
+    """Relative compute of an item: latent frames x model evaluations (CFG doubles each step).
+
+    DiT time grows about linearly with sequence length at these lengths (attention is a minor share
+    next to the MLPs for Stable Audio's 1024-frame maximum), and the VAE decode is linear in it.
+    """
+    request = item.request
+    evaluations = request.steps * (2 if request.cfg_scale != 1.0 else 1)
+    return (request.latent_frames or window_frames) * evaluations
+
+
+def balanced_order(items: Sequence[WorkItem], world_size: int, window_frames: int) -> list[WorkItem]:
+    """Reorder items so that ``DistributedSampler``'s strided split gives every rank similar cost.
+
+    The sampler hands position ``p`` to rank ``p % world_size``, so each rank's item count is fixed;
+    only which items go where is free. Items are placed most expensive first on the least loaded rank
+    that still has room (greedy longest-processing-time with each rank's count as its capacity), then
+    interleaved so that the sampler deals exactly that assignment. Ties are broken by path, so every
+    rank computes the same order.
+    """
+    capacity = [len(range(rank, len(items), world_size)) for rank in range(world_size)]
+    shares: list[list[WorkItem]] = [[] for _ in range(world_size)]
+    loads = [(0, rank) for rank in range(world_size)]  # a heap of (planned cost, rank)
+    for item in sorted(items, key=lambda item: (-item_cost(item, window_frames), item.relpath)):
+        load, rank = heapq.heappop(loads)
+        while len(shares[rank]) == capacity[rank]:  # full ranks leave the heap for good
+            load, rank = heapq.heappop(loads)
+        shares[rank].append(item)
+        heapq.heappush(loads, (load + item_cost(item, window_frames), rank))
+    return [shares[position % world_size][position // world_size] for position in range(len(items))]

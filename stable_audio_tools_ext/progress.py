@@ -44,6 +44,7 @@ class RankProgress:
         self.done = 0
         self.audio_seconds = 0.0
         self.finished = False
+        self._started = time.monotonic()
         self._publish()
 
     def advance(self, items: int, audio_seconds: float) -> None:
@@ -57,7 +58,8 @@ class RankProgress:
         self._publish()
 
     def _publish(self) -> None:
-        record = {"done": self.done, "total": self.total, "audio_seconds": self.audio_seconds, "finished": self.finished}
+        record = {"done": self.done, "total": self.total, "audio_seconds": self.audio_seconds,
+                  "finished": self.finished, "seconds": time.monotonic() - self._started}  # fmt: skip
         atomic_write_text(self.path, json.dumps(record))
 
 
@@ -66,11 +68,12 @@ class JobTotals:
     done: int  # items processed so far, over all ranks
     audio_seconds: float
     finished_ranks: int
+    rank_seconds: list[float]  # each rank's working time so far, by rank
 
 
 def job_totals(output_dir: Path) -> JobTotals:
     """Counters summed over every rank that has published."""
-    done, seconds, finished = 0, 0.0, 0
+    done, seconds, finished, rank_seconds = 0, 0.0, 0, {}
     for path in progress_dir(output_dir).glob("rank-*.json"):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
@@ -79,7 +82,8 @@ def job_totals(output_dir: Path) -> JobTotals:
         done += int(record["done"])
         seconds += float(record["audio_seconds"])
         finished += bool(record["finished"])
-    return JobTotals(done, seconds, finished)
+        rank_seconds[int(path.stem.removeprefix("rank-"))] = float(record["seconds"])
+    return JobTotals(done, seconds, finished, [rank_seconds[r] for r in sorted(rank_seconds)])
 
 
 def remove_progress(output_dir: Path) -> None:

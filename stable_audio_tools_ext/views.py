@@ -12,7 +12,7 @@ from rich.tree import Tree
 
 from .distributed import shard
 from .models import ModelSpec
-from .plan import WorkItem
+from .plan import WorkItem, item_cost
 from .resume import ResumeState
 
 TREE_PREVIEW_FILES = 40
@@ -43,19 +43,33 @@ def start_table(rows: Sequence[tuple[str, str]]) -> Table:
 
 
 def model_description(spec: ModelSpec) -> str:
-    return spec.source + (f" @ {spec.revision[:12]}" if spec.revision else "")
+    return f"{spec.source} @ {spec.revision[:19] if spec.revision.startswith('sha256:') else spec.revision[:12]}"
+
+
+def rank_costs(order: Sequence[WorkItem], world_size: int, window_frames: int) -> list[int]:
+    """Planned compute per rank for items dealt out in ``order``."""
+    return [sum(item_cost(i, window_frames) for i in shard(order, world_size, rank)) for rank in range(world_size)]
+
+
+def imbalance(costs: Sequence[int]) -> float:
+    """How much longer the busiest rank works than the average one (0.0 = perfect balance)."""
+    mean = sum(costs) / len(costs) if costs else 0
+    return max(costs) / mean - 1 if mean else 0.0
 
 
 def dry_run_plan(
     output_dir: Path,
     items: Sequence[WorkItem],
     state: ResumeState,
+    order: Sequence[WorkItem],
     world_size: int,
     seconds_of: dict[str, float],
+    window_frames: int,
 ) -> Group:
     """What a run would do: per-branch counts, already-done items, per-rank load, the output tree.
 
-    ``seconds_of`` maps each item's path to the audio seconds its file will hold.
+    ``order`` is the pending items in the order they are dealt to ranks; ``seconds_of`` maps each
+    item's path to the audio seconds its file will hold.
     """
     pending = {item.relpath for item in state.pending}
     branches = Table()
@@ -71,11 +85,12 @@ def dry_run_plan(
             str(len(group) - len(todo)), str(len(todo)),
         )  # fmt: skip
     ranks = Table()
-    for column in ("rank", "items", "audio s"):
+    for column in ("rank", "items", "audio s", "cost (frames x evals)"):
         ranks.add_column(column, justify="right")
+    costs = rank_costs(order, world_size, window_frames)
     for rank in range(world_size):
-        share = shard(state.pending, world_size, rank)
-        ranks.add_row(str(rank), str(len(share)), f"{sum(seconds_of[i.relpath] for i in share):.1f}")
+        share = shard(order, world_size, rank)
+        ranks.add_row(str(rank), str(len(share)), f"{sum(seconds_of[i.relpath] for i in share):.1f}", f"{costs[rank]:,}")
     todo_seconds = sum(seconds_of[i.relpath] for i in state.pending)
     summary = (
         f"[bold]dry run:[/] {len(items)} items; {state.summary()}; "
@@ -83,6 +98,6 @@ def dry_run_plan(
     )
     return Group(
         Text("Items per top-level branch", style="bold"), branches,
-        Text(f"Items to generate per rank (world size {world_size})", style="bold"), ranks,
+        Text(f"Items to generate per rank (world size {world_size}; cost imbalance {imbalance(costs):.1%})", style="bold"), ranks,
         output_tree(output_dir, items), Text.from_markup(summary),
     )  # fmt: skip

@@ -65,7 +65,7 @@ def test_torchrun_two_ranks_writes_exactly_the_documented_tree(two_rank_run) -> 
         data, _ = sf.read(files[relpath], dtype="float32")
         assert np.isfinite(data).all() and np.abs(data).max() > 0
     assert "done: 8 items, 140.0 s of audio" in result.stdout
-    assert "2 x cpu" in result.stdout
+    assert "2 rank(s) x cpu, DiT in fp32" in result.stdout
 
 
 @pytest.mark.slow
@@ -78,7 +78,7 @@ def test_world_size_and_batch_size_do_not_change_the_audio(two_rank_run, tmp_pat
     ]  # fmt: skip
     result = run(command, full_hub_env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "1 x cpu" in result.stdout
+    assert "1 rank(s) x cpu" in result.stdout
     expected, got = audio_files(world1), audio_files(world2)
     assert set(expected) == set(got) == set(SEED_TREE_FILES)
     for relpath in SEED_TREE_FILES:
@@ -97,13 +97,32 @@ SMALL_TREE = "kit:\n  kick: {prompt: kick drum, seconds_total: 1.5}\n  snare: {p
 @pytest.mark.parametrize(("fmt", "subtype", "extension"), [("flac24", "PCM_24", "flac"), ("wav32f", "FLOAT", "wav")])
 def test_formats_and_unclipped_files_cover_the_window(small_model, tmp_path, capsys, fmt, subtype, extension) -> None:
     out = tmp_path / "out"
-    code = cli.main(["--cond-yaml-path", str(write(tmp_path, SMALL_TREE)), "--output-dir", str(out), "--format", fmt, *FAST])
+    tree = str(write(tmp_path, SMALL_TREE))
+    code = cli.main(["--cond-yaml-path", tree, "--output-dir", str(out), "--format", fmt, "--latent-length", "full", *FAST])
     assert code == 0, capsys.readouterr().err
     files = audio_files(out)
     assert set(files) == {f"kit/kick_item-1.{extension}", f"kit/snare_item-1.{extension}"}
     for path in files.values():
         info = sf.info(path)
         assert info.subtype == subtype and info.frames == small_model.spec.window_samples
+
+
+def test_unclipped_files_in_auto_mode_cover_their_latent_bucket(small_model, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    assert cli.main(["--cond-yaml-path", str(write(tmp_path, SMALL_TREE)), "--output-dir", str(out), *FAST]) == 0
+    # kick: 1.5 s -> 33 frames -> 48-frame bucket; snare: 0.5 + 2 s -> 54 frames -> 64 (the whole window)
+    frames = {name: sf.info(path).frames for name, path in audio_files(out).items()}
+    assert frames == {"kit/kick_item-1.wav": 48 * 2048, "kit/snare_item-1.wav": 64 * 2048}
+
+
+def test_write_failures_stop_the_run_with_a_clear_error(small_model, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "kit").write_text("a file where the kit/ directory should go")  # like a full or read-only disk
+    code = cli.main(["--cond-yaml-path", str(write(tmp_path, SMALL_TREE)), "--output-dir", str(out), *FAST])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_WRITE_FAILED
+    assert "writing generated audio failed" in err and "kit" in err
 
 
 def expect_usage_error(tmp_path: Path, capsys, args: list[str], message: str) -> str:
@@ -161,7 +180,7 @@ def test_local_checkpoint_that_does_not_match_its_config_is_refused(small_hub, t
         "--cond-yaml-path", str(write(tmp_path, SMALL_TREE)),
         "--model-config", str(snapshot / "model_config.json"), "--ckpt-path", str(tmp_path / "broken.safetensors"),
     ]  # fmt: skip
-    err = expect_usage_error(tmp_path, capsys, args, "does not match --model-config: 1 missing keys")
+    err = expect_usage_error(tmp_path, capsys, args, "does not match its model config: 1 missing keys")
     assert "model.model.to_cond_embed.0.weight" in err and "model.model.extra.weight" in err
 
 
@@ -170,6 +189,9 @@ def test_local_checkpoint_that_does_not_match_its_config_is_refused(small_hub, t
     [
         (["--model-config", "x.json"], "--model-config and --ckpt-path must be given together"),
         (["--sigma-min", "5", "--sigma-max", "1"], "--sigma-min 5.0 must be lower than --sigma-max 1.0"),
+        (["--sampler-type", "pingpong"], "--sampler-type pingpong does not work with this model (v)"),
+        (["--revision", "0" * 40], f"--revision {'0' * 40}: model_config.json is not in the local hub cache"),
+        (["--weights", "ema"], "--weights applies to local training checkpoints"),
     ],
 )
 def test_inconsistent_flags_exit_2(small_hub, tmp_path, capsys, args, message) -> None:

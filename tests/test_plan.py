@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stable_audio_tools_ext.conditions import ConditionTreeError, parse_condition_tree
-from stable_audio_tools_ext.plan import SamplingDefaults, build_plan, derive_seed, make_batches
+from stable_audio_tools_ext.plan import SamplingDefaults, balanced_order, build_plan, derive_seed, make_batches
+from stable_audio_tools_ext.request import LATENT_BUCKET_FRAMES, LatentGeometry, latent_frames_for
 from stable_audio_tools_ext.samplers import SAMPLER_NAMES
+from stable_audio_tools_ext.views import imbalance, rank_costs
 from tests.trees import SEED_DOCUMENT_TREE
 
 WINDOW = 2097152 / 44100  # stable-audio-open-1.0: 47.55 s
@@ -104,3 +109,50 @@ def test_batches_group_compatible_items_and_respect_size() -> None:
         ["y_item-1.wav", "y_item-2.wav"],
     ]
     assert all(len({i.request.batch_key() for i in b}) == 1 for b in batches)
+
+
+GEOMETRY = LatentGeometry(sample_rate=44100, downsampling_ratio=2048, window_frames=1024)
+
+
+@given(start=st.floats(0, 20), total=st.floats(0.01, 27.5))
+def test_latent_buckets_never_truncate_the_requested_audio(start: float, total: float) -> None:
+    frames = latent_frames_for(start + total, GEOMETRY)
+    assert frames * 2048 / 44100 >= start + total  # every requested sample is generated
+    assert frames % LATENT_BUCKET_FRAMES == 0 and frames <= 1024
+    assert (frames - LATENT_BUCKET_FRAMES) * 2048 / 44100 < start + total  # and no more than one bucket extra
+    assert latent_frames_for(start + total, GEOMETRY, "full") == 1024
+
+
+def test_plan_assigns_latent_lengths_by_mode() -> None:
+    text = "a:\n  short: {prompt: x, seconds_total: 10}\n  long: {prompt: y, seconds_start: 5, seconds_total: 42.5}\n"
+    leaves = parse_condition_tree(text, SAMPLER_NAMES)
+    auto = build_plan(leaves, SamplingDefaults(), WINDOW, "wav", geometry=GEOMETRY)
+    assert [i.request.latent_frames for i in auto] == [224, 1024]  # 10 s = 215.3 frames -> 224
+    full = build_plan(leaves, SamplingDefaults(), WINDOW, "wav", geometry=GEOMETRY, latent_mode="full")
+    assert [i.request.latent_frames for i in full] == [1024, 1024]
+
+
+@pytest.mark.parametrize("world_size", [2, 3, 4, 8])
+def test_cost_balanced_order_keeps_ranks_within_10_percent(world_size: int) -> None:
+    # A skewed sweep: many short effects, a few long beds, two step counts (mixed cost classes).
+    rng = random.Random(world_size)
+    lines = ["sweep:"]
+    for i in range(120):
+        seconds = round(min(47.0, rng.expovariate(1 / 6) + 0.5), 2)
+        steps = 100 if i % 5 else 250
+        lines.append(f"  s{i:03d}: {{prompt: sound {i}, seconds_total: {seconds}, steps: {steps}}}")
+    leaves = parse_condition_tree("\n".join(lines) + "\n", SAMPLER_NAMES)
+    items = build_plan(leaves, SamplingDefaults(), WINDOW, "wav", geometry=GEOMETRY)
+    costs = rank_costs(balanced_order(items, world_size, 1024), world_size, 1024)
+    assert imbalance(costs) <= 0.10, costs
+    naive = rank_costs(items, world_size, 1024)  # the reference split: document order, by count
+    assert imbalance(costs) < imbalance(naive)
+    assert sorted(i.relpath for i in balanced_order(items, world_size, 1024)) == sorted(i.relpath for i in items)
+
+
+def test_batch_size_can_depend_on_the_group() -> None:
+    leaves = parse_condition_tree("a:\n  x: {prompt: x, n_samples: 5, seconds_total: 2}\n  y: {prompt: y, n_samples: 3, seconds_total: 40}\n", SAMPLER_NAMES)
+    items = build_plan(leaves, SamplingDefaults(), WINDOW, "wav", geometry=GEOMETRY)
+    size_by_length = {48: 4, 864: 2}  # as --batch-size auto would find: smaller batches for longer latents
+    batches = make_batches(items, lambda item: size_by_length[item.request.latent_frames])
+    assert [len(b) for b in batches] == [4, 1, 2, 1]

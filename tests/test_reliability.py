@@ -101,7 +101,7 @@ def test_manifest_records_every_field_a_dataset_needs(small_model, tmp_path) -> 
     }  # fmt: skip
     assert expected_keys <= set(record)
     assert (record["leaf"], record["k"], record["negative_prompt"], record["frames"]) == ("fx/door", 1, "music", 44100)
-    assert (record["precision"], record["sample_rate"], record["channels"], record["rank"]) == ("float32", 44100, 2, 0)
+    assert (record["precision"], record["sample_rate"], record["channels"], record["rank"]) == ("fp32", 44100, 2, 0)
     data, _ = sf.read(out / "fx/door_item-1.wav", dtype="float32")
     assert record["peak"] == pytest.approx(float(np.abs(data).max()), abs=1e-4)
 
@@ -112,7 +112,7 @@ def test_dry_run_prints_the_plan_without_writing(small_hub, tmp_path, capsys) ->
     text = capsys.readouterr().out
     assert not out.exists()
     assert "dry run: 6 items; 0 of 6 items already complete; 6 to generate = 9.0 s of audio" in text
-    assert "Items per top-level branch" in text and "Items to generate per rank (world size 4)" in text
+    assert "Items per top-level branch" in text and "Items to generate per rank (world size 4; cost imbalance" in text
     assert "kick_item-2.wav" in text
 
 
