@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[test]"
-	@if ldconfig -p 2>/dev/null | grep -q 'libavdevice\.so\.'; then :; elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then debs="libavutil57 libavcodec59 libavformat59 libavdevice59 libavfilter8 libswscale6 libswresample4"; echo "installing FFmpeg 5.1 shared libraries for torchcodec (README: Dependencies)"; apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $$debs >/dev/null || { apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $$debs >/dev/null; } || echo "warning: could not install $$debs: torchaudio.load (stable-audio-tools' datasets) will fail"; else echo "note: torchaudio.load (stable-audio-tools' datasets) needs FFmpeg 4-8 shared libraries; see README Dependencies"; fi
+	scripts/install-ffmpeg-libs.sh
 	touch $(STAMP)
 
 # The example sweep, offline, on a tiny random-weight model with the real SAO 1.0 architecture.
