@@ -24,7 +24,6 @@ _KNOWN_LIBRARY_WARNINGS = (
     r"`torch\.nn\.utils\.weight_norm` is deprecated",  # the Oobleck VAE
     r"`torch\.cuda\.amp\.autocast\(args\.\.\.\)` is deprecated",  # the T5 conditioner
     r"CUDA is not available or torch_xla is imported",  # the T5 conditioner's autocast on CPU
-    r"Should have (ta>=t0|tb<=t1) but got",  # torchsde clamping float32 round-off at the sigma range ends
 )
 for _message in _KNOWN_LIBRARY_WARNINGS:  # before the imports below, which trigger some of them
     warnings.filterwarnings("ignore", message=_message)
