@@ -1,0 +1,119 @@
+#!/usr/bin/env python
+"""Interactive studio: audition prompts on the same engine as generate.py, then export them as a sweep.
+
+    python run_gradio.py --pretrained-name stabilityai/stable-audio-open-1.0
+    # then open http://127.0.0.1:7860 (on a cluster node: ssh -L 7860:127.0.0.1:7860 NODE)
+
+Argument parsing and wiring only; the app lives in ``stable_audio_tools_ext.ui``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from stable_audio_tools_ext.distributed import init_distributed
+from stable_audio_tools_ext.model_options import add_model_arguments, model_spec_from_args
+from stable_audio_tools_ext.models import ModelLoadError, load_model
+from stable_audio_tools_ext.ui import StudioSettings, build_app, launch_options, read_auth_file
+from stable_audio_tools_ext.ui_files import prepare_tmp_dir
+
+EXIT_USAGE = 2
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_gradio.py",
+        description="Interactive Stable Audio studio (Gradio) on the same engine as generate.py.",
+    )
+    add_model_arguments(parser)
+    server = parser.add_argument_group("server")
+    server.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    server.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
+    server.add_argument("--share", action="store_true", help="also open a public *.gradio.live link (off by default)")
+    server.add_argument("--username", help="require this user name (with --password)")
+    server.add_argument("--password", help="password for --username (visible in the process list: prefer --auth-file)")
+    server.add_argument("--auth-file", type=Path, help="file of 'username:password' lines; any of them may log in")
+    files = parser.add_argument_group("files and limits")
+    files.add_argument(
+        "--tmp-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / f"stable-audio-studio-{os.getuid()}",
+        help="where generated files go; the only folder the app serves files from (default: %(default)s)",
+    )
+    files.add_argument(
+        "--tmp-max-age-hours", type=_positive_float, default=24.0,
+        help="at start, delete files in --tmp-dir older than this (default: %(default)s)",
+    )  # fmt: skip
+    for flag, kind, default, meaning in (
+        ("--max-variations", _positive_int, 8, "most variations per generation"),
+        ("--max-batch-items", _positive_int, 64, "refuse batch trees with more items"),
+        ("--batch-size", _positive_int, 4, "items per forward pass in the batch tab"),
+        ("--max-upload-mb", _positive_float, 1.0, "largest upload (or pasted tree) accepted"),
+    ):
+        files.add_argument(flag, type=kind, default=default, help=f"{meaning} (default: %(default)s)")
+    return parser
+
+
+def _auth(args: argparse.Namespace) -> list[tuple[str, str]] | None:
+    if args.auth_file and (args.username or args.password):
+        raise ValueError("give either --auth-file or --username/--password, not both")
+    if bool(args.username) != bool(args.password):
+        raise ValueError("--username and --password must be given together")
+    if args.auth_file:
+        return read_auth_file(args.auth_file)
+    return [(args.username, args.password)] if args.username else None
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        auth = _auth(args)
+        removed = prepare_tmp_dir(args.tmp_dir, args.tmp_max_age_hours * 3600)
+        spec = model_spec_from_args(args)
+        loaded = load_model(spec, init_distributed(args.device).device, args.precision)
+    except (ValueError, OSError, ModelLoadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if removed:
+        print(f"removed {removed} files older than {args.tmp_max_age_hours:g} h from {args.tmp_dir}")
+    if auth is None and (args.share or not _is_loopback(args.host)):
+        print("warning: the studio is reachable from other machines without a password: add --auth-file", file=sys.stderr)
+    settings = StudioSettings(
+        tmp_dir=args.tmp_dir, max_age_seconds=args.tmp_max_age_hours * 3600, max_variations=args.max_variations,
+        max_batch_items=args.max_batch_items, batch_size=args.batch_size,
+        max_upload_bytes=int(args.max_upload_mb * 1_000_000),
+    )  # fmt: skip
+    app = build_app(loaded, settings)
+    app.queue().launch(**launch_options(settings, args.host, args.port, args.share, auth))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
