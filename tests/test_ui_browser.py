@@ -14,6 +14,7 @@ import soundfile as sf
 from tests.browser import chromium_page, copy_if_requested, ensure_chromium, studio_server
 
 pytest.importorskip("playwright.sync_api", reason="install the test extra: pip install -e '.[test]'")
+from playwright.sync_api import expect  # noqa: E402
 
 pytestmark = pytest.mark.slow
 TIMEOUT_MS = 120_000
@@ -53,16 +54,15 @@ def test_generate_tab_plays_and_serves_the_clip(studio, tmp_path) -> None:
         assert '"seed": 1235' in page.locator("#params-2").inner_text()
 
         page.locator("#export").get_by_text("Export for generate.py").click()
-        page.locator("#leaf-name input, #leaf-name textarea").first.fill("sfx/rain")
+        leaf = page.locator("#leaf-name input, #leaf-name textarea").first
+        expect(leaf).to_have_value("audition", timeout=TIMEOUT_MS)  # the accordion's content is rendered
+        leaf.fill("sfx/rain")
+        expect(leaf).to_have_value("sfx/rain")
         page.locator("#export-button").click()
-        page.get_by_text("seed: 1234").wait_for(timeout=TIMEOUT_MS)  # the seed used, fixed in the export
-        exported = ""
-        for _ in range(TIMEOUT_MS // 100):  # the code block may still be rendering its text
-            exported = page.locator("#export-yaml").inner_text()
-            if "sfx:" in exported:
-                break
-            page.wait_for_timeout(100)
-        assert "sfx:" in exported and "n_samples: 2" in exported and "--clip-length" in exported, exported
+        exported = page.locator("#export-yaml")
+        expect(exported).to_contain_text("sfx:", timeout=TIMEOUT_MS)  # the code block fills in after the reply
+        for line in ("rain:", "seed: 1234", "n_samples: 2", "--clip-length"):  # the seed used, fixed in the export
+            expect(exported).to_contain_text(line)
 
         page.wait_for_timeout(500)  # let the waveform finish drawing
         shot = tmp_path / "studio-generate.png"
