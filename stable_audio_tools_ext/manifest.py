@@ -12,6 +12,7 @@ is not valid JSON - the torn last line of a killed process - is skipped, never f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -71,6 +72,8 @@ def fold_parts(output_dir: Path) -> dict[str, Record]:
         atomic_write_text(manifest_path(output_dir), "".join(lines))
     for part in parts:
         part.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # gone, or a rank started a new part meanwhile: keep it
+        (output_dir / PARTS_DIRNAME).rmdir()
     return records
 
 

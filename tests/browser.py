@@ -116,7 +116,11 @@ def chromium_page(user_data_dir: Path, allowed_origin: str, outside_requests: li
             page = context.new_page()
             local = (allowed_origin, "data:", "blob:")
             page.on("request", lambda request: None if request.url.startswith(local) else outside_requests.append(request.url))
-            yield page
+            try:
+                yield page
+            except BaseException:  # what the page showed when a step failed, next to the profile
+                page.screenshot(path=str(user_data_dir.parent / "failure.png"), full_page=True)
+                raise
         finally:
             context.close()
 

@@ -56,7 +56,13 @@ def test_generate_tab_plays_and_serves_the_clip(studio, tmp_path) -> None:
         page.locator("#export").get_by_text("Export for generate.py").click()
         leaf = page.locator("#leaf-name input, #leaf-name textarea").first
         expect(leaf).to_have_value("audition", timeout=TIMEOUT_MS)  # the accordion's content is rendered
-        leaf.fill("sfx/rain")
+        for _ in range(40):  # a late update from the generation can reset the field: type until it sticks
+            leaf.fill("sfx/rain")
+            page.wait_for_timeout(500)
+            if leaf.input_value() == "sfx/rain":
+                page.wait_for_timeout(1000)
+                if leaf.input_value() == "sfx/rain":
+                    break
         expect(leaf).to_have_value("sfx/rain")
         page.locator("#export-button").click()
         exported = page.locator("#export-yaml")
