@@ -1,6 +1,6 @@
 """Does ``--compile`` pay off? generate.py with and without it, side by side, in one invocation.
 
-    python bench/compile_speed.py [--steps 100] [--repeats 2]
+    PYTHONPATH=. python bench/compile_speed.py [--steps 100] [--repeats 2]
 
 Runs the sound-effect tree of ``bench/throughput.py`` on the tiny model (one process each, end to end,
 compilation included, as a user would pay it) and appends the result to docs/BENCHMARKS.md.
