@@ -213,10 +213,7 @@ def _check_output_dir(output_dir: Path) -> None:
 def _print_problems(problems: list[Problem], source: str, other_errors: list[str]) -> int:
     """Print every input problem (YAML ones sorted by line) and return the usage exit code."""
     if problems:
-        count = len(problems)
-        print(f"error: {count} problem{'s' * (count != 1)} in {source}:", file=sys.stderr)
-        for problem in sorted(problems, key=lambda p: (p.line is None, p.line or 0)):
-            print(f"  {problem.render(source)}", file=sys.stderr)
+        print(f"error: {ConditionTreeError(problems, source).report()}", file=sys.stderr)
     for message in other_errors:
         print(f"error: {message}", file=sys.stderr)
     return EXIT_USAGE

@@ -55,9 +55,16 @@ class ConditionTreeError(ValueError):
     """Raised with every problem found in a condition tree, so they can all be shown at once."""
 
     def __init__(self, problems: list[Problem], source: str) -> None:
-        self.problems = problems
+        # In file order (problems found by different checks arrive grouped by check); unlocated last.
+        self.problems = sorted(problems, key=lambda p: (p.line is None, p.line or 0))
         self.source = source
-        super().__init__("\n".join(p.render(source) for p in problems))
+        super().__init__("\n".join(p.render(source) for p in self.problems))
+
+    def report(self) -> str:
+        """A count line, then one ``file:line: yaml/path: message`` line per problem (CLI and UI)."""
+        count = len(self.problems)
+        lines = [f"{count} problem{'s' * (count != 1)} in {self.source}:"]
+        return "\n".join(lines + [f"  {problem.render(self.source)}" for problem in self.problems])
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,6 @@ class ItemNoise:
     """
 
     def __init__(self, seeds: Sequence[int], device: torch.device, dtype: torch.dtype) -> None:
-        self.seeds = list(seeds)
         self._generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         self._device, self._dtype = device, dtype
 
@@ -83,9 +82,6 @@ FAMILIES: dict[str, SamplerFamily] = {
 }
 
 SAMPLER_NAMES: tuple[str, ...] = tuple(dict.fromkeys(name for f in FAMILIES.values() for name in f.samplers))
-STOCHASTIC_SAMPLERS: frozenset[str] = frozenset(
-    {name for name, solver in _K_SOLVERS.items() if solver.stochastic} | {"pingpong"}
-)
 
 
 def family_of(objective: str) -> SamplerFamily:

@@ -37,7 +37,6 @@ from .ui_studio import (  # noqa: E402
     model_flags,
     plan_tree,
     preview_text,
-    render_problems,
     resolve_seed,
     sampling_defaults,
     tree_yaml,
@@ -143,7 +142,7 @@ def _as_int(value: float | int | None, what: str) -> int:
 
 def _message(exc: ValueError) -> str:
     """What is wrong with the user's input, in words (every problem of a tree, with its YAML path)."""
-    return render_problems(exc) if isinstance(exc, ConditionTreeError) else f"error: {exc}"
+    return exc.report() if isinstance(exc, ConditionTreeError) else f"error: {exc}"
 
 
 def _user_error(exc: ValueError) -> gr.Error:

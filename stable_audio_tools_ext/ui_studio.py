@@ -148,16 +148,8 @@ def plan_tree(
     except ConditionTreeError as exc:
         problems = problems + exc.problems
     if problems:
-        raise ConditionTreeError(sorted(problems, key=lambda p: (p.line is None, p.line or 0)), source)
+        raise ConditionTreeError(problems, source)
     return items
-
-
-def render_problems(error: ConditionTreeError) -> str:
-    """One line per problem, ``file:line: yaml/path: message`` as the CLI prints them."""
-    count = len(error.problems)
-    lines = [f"{count} problem{'s' * (count != 1)} in {error.source}:"]
-    lines += [f"  {problem.render(error.source)}" for problem in error.problems]
-    return "\n".join(lines)
 
 
 def preview_text(items: Sequence[WorkItem], spec: ModelSpec, output_label: str = "results") -> str:
