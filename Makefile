@@ -22,8 +22,8 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 # The example sweep, offline, on a tiny random-weight model with the real SAO 1.0 architecture.
 # It produces noise: see README "Real audio" for the one-line command with real weights.
 demo: install
-	$(PY) -m stable_audio_tools_ext.tiny --hf-home $(DEMO_HF_HOME)
-	$(PY) -m stable_audio_tools_ext.demo --hf-home $(DEMO_HF_HOME) --output-dir $(DEMO_OUT)
+	$(PY) -m stable_audio_tools_ext.model.tiny --hf-home $(DEMO_HF_HOME)
+	$(PY) -m stable_audio_tools_ext.run.demo --hf-home $(DEMO_HF_HOME) --output-dir $(DEMO_OUT)
 
 test: install
 	$(PY) -m pytest

@@ -4,7 +4,7 @@
     python run_gradio.py --pretrained-name stabilityai/stable-audio-open-1.0
     # then open http://127.0.0.1:7860 (on a cluster node: ssh -L 7860:127.0.0.1:7860 NODE)
 
-Argument parsing and wiring only; the app lives in ``stable_audio_tools_ext.ui``.
+Argument parsing and wiring only; the app lives in ``stable_audio_tools_ext.studio.app``.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from stable_audio_tools_ext.distributed import init_distributed
-from stable_audio_tools_ext.model_options import add_model_arguments, model_spec_from_args
-from stable_audio_tools_ext.models import ModelLoadError, load_model
-from stable_audio_tools_ext.ui import StudioSettings, build_app, launch_options, read_auth_file
-from stable_audio_tools_ext.ui_files import prepare_tmp_dir
+from stable_audio_tools_ext.model.loading import ModelLoadError, load_model
+from stable_audio_tools_ext.model.options import add_model_arguments, model_spec_from_args
+from stable_audio_tools_ext.run.distributed import init_distributed
+from stable_audio_tools_ext.studio.app import build_app
+from stable_audio_tools_ext.studio.files import prepare_tmp_dir
+from stable_audio_tools_ext.studio.settings import StudioSettings, launch_options, read_auth_file
 
 EXIT_USAGE = 2
 

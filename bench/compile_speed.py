@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from bench.throughput import REPO, machine, workloads
-from stable_audio_tools_ext.tiny import build_tiny_hub_cache, offline_hub_env
+from stable_audio_tools_ext.model.tiny import build_tiny_hub_cache, offline_hub_env
 
 
 def main() -> None:

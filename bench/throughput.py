@@ -9,7 +9,7 @@ window, split by count, write after each batch) and ``generate.py`` with its def
 to each item, cost-balanced shards, background writing). Each run is a fresh process (``torchrun``
 for 2 ranks) timed end to end - imports and model loading included, the same for both - with its
 peak resident memory summed over all its processes. The model is the tiny random Stable Audio Open
-1.0 (``stable_audio_tools_ext.tiny``, full 47.55 s window) unless ``--pretrained-name`` names another
+1.0 (``stable_audio_tools_ext.model.tiny``, full 47.55 s window) unless ``--pretrained-name`` names another
 model available offline. Results: a rich table, ``docs/throughput.png``, and a section appended to
 ``docs/BENCHMARKS.md`` with the machine's details.
 """
@@ -37,7 +37,7 @@ import yaml  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from stable_audio_tools_ext.tiny import build_tiny_hub_cache, offline_hub_env  # noqa: E402
+from stable_audio_tools_ext.model.tiny import build_tiny_hub_cache, offline_hub_env  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 VARIANTS = {"reference": REPO / "bench" / "reference.py", "this project": REPO / "generate.py"}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # FFmpeg 5.1 shared libraries, which torchcodec needs for torchaudio.load (and so stable-audio-tools'
-# dataset classes) with torch >= 2.9 - see README "Dependencies". Idempotent; needs root and apt-get,
+# dataset classes) with torch >= 2.9 - see docs/dependencies.md. Idempotent; needs root and apt-get,
 # otherwise it only explains what is missing. Used by `make install` and the container definition.
 set -euo pipefail
 debs="libavutil57 libavcodec59 libavformat59 libavdevice59 libavfilter8 libswscale6 libswresample4"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from stable_audio_tools_ext.tiny import DEMO_REPO_ID, build_tiny_hub_cache, offline_hub_env
+from stable_audio_tools_ext.model.tiny import DEMO_REPO_ID, build_tiny_hub_cache, offline_hub_env
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CACHE = REPO_ROOT / ".cache"
@@ -54,6 +54,6 @@ def small_model(small_hub: Path):
     """The small-window tiny model, loaded through the real hub path, on CPU."""
     import torch
 
-    from stable_audio_tools_ext.models import ModelRequest, load_model, read_model_spec
+    from stable_audio_tools_ext.model.loading import ModelRequest, load_model, read_model_spec
 
     return load_model(read_model_spec(ModelRequest(pretrained_name=DEMO_REPO_ID)), torch.device("cpu"))

@@ -1,4 +1,7 @@
-"""Condition trees shared by several tests."""
+"""Condition trees shared by several test files, and the files each one yields.
+
+Trees used by one test file only stay in that file, next to the assertions that depend on them.
+"""
 
 # The tree exactly as the reference tool's usage guide shows it (shared/seeds/000_*.txt).
 SEED_DOCUMENT_TREE = """\
@@ -22,3 +25,19 @@ sfx:
     seconds_start: 0
     seconds_total: 10
 """
+
+# Two branches, _defaults, a start offset and a negative prompt; short clips so a run takes seconds.
+# Used where a whole job runs end to end: resume and signals (run/), SLURM (cluster/).
+DRUMS_AND_FX_TREE = """\
+drums:
+  _defaults: {seconds_total: 1.5, n_samples: 2}
+  kick: {prompt: kick drum}
+  snare: {prompt: snare drum, seconds_start: 0.5}
+fx:
+  rain: {prompt: rain on a roof, seconds_total: 2}
+  door: {prompt: a door slams, seconds_total: 1, negative_prompt: music}
+"""
+DRUMS_AND_FX_FILES = {
+    "drums/kick_item-1.wav", "drums/kick_item-2.wav", "drums/snare_item-1.wav", "drums/snare_item-2.wav",
+    "fx/rain_item-1.wav", "fx/door_item-1.wav",
+}  # fmt: skip

@@ -1,0 +1,358 @@
+"""A generated output dir as a stable-audio-tools training dataset: configs, metadata module, splits.
+
+stable-audio-tools' ``train.py --dataset-config`` reads an ``audio_dir`` dataset config: directories
+scanned recursively for audio, plus a ``custom_metadata_module`` whose ``get_custom_metadata(info,
+audio)`` supplies each file's prompt. This module writes, next to the audio:
+
+- ``dataset_metadata.py``: a standalone module (standard library only - training usually runs in
+  another environment, without this package) that looks each file up in ``manifest.jsonl`` beside it;
+- ``dataset_config.json``: every generated file exactly once;
+- with ``--split``, ``dataset_config.<split>.json`` per split, each scanning ``splits/<split>/``.
+
+Upstream's ``SampleDataset`` has no file filter: it takes every audio file under a path, and a
+metadata module can only ``__reject__`` a file after it was loaded, whereupon a random other index
+is drawn - wasted reads, and ``len()`` still counts the rejected files. So each split is a folder of
+relative symlinks to its files (valid after moving the output dir), and when splits exist
+``dataset_config.json`` lists the split folders instead of the root, which would see every file
+twice. Leaves, not items, are assigned to splits, so no prompt is in two splits.
+
+Run as ``python -m stable_audio_tools_ext.datasets.training OUTPUT_DIR [--split SPEC]`` over an existing
+output dir, or pass ``--dataset-config``/``--split`` to ``generate.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from ..output.atomic import atomic_write_text
+from ..output.manifest import ManifestWriter, Record, fold_parts, load_records
+from ..output.normalize import NORMALIZE_MODES, normalization_from_args
+from ..tree.plan import WorkItem
+
+METADATA_MODULE_NAME = "dataset_metadata.py"
+CONFIG_NAME = "dataset_config.json"
+SPLITS_DIRNAME = "splits"
+SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+# Statuses of files a model should train on; "silent" files are written but flagged as failures.
+TRAINABLE_STATUSES = ("ok",)
+
+# Written verbatim next to the audio. stable-audio-tools imports it by file path and calls
+# get_custom_metadata(info, audio) for every file it loads; info["path"] is the file as scanned
+# (under a split folder it is the symlink, hence realpath). It reads the manifest itself instead of
+# importing this package, so it works wherever stable-audio-tools does.
+METADATA_MODULE_SOURCE = '''\
+"""Prompts for stable-audio-tools' audio_dir dataset, from the manifest.jsonl next to this file.
+
+Written by stable-audio-tools-ext (generate.py --dataset-config). stable-audio-tools imports this
+file by path (the dataset config's custom_metadata_module) and calls get_custom_metadata(info, audio)
+for every audio file it loads. Standard library only.
+"""
+
+import json
+import os
+
+ROOT = os.path.dirname(os.path.realpath(__file__))
+MANIFEST = os.path.join(ROOT, "manifest.jsonl")
+_records = None
+
+
+def _load_records():
+    """The last record per path; a torn line (killed writer) is skipped, as generate.py does."""
+    records = {}
+    with open(MANIFEST, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("path"), str):
+                records[record["path"]] = record
+    return records
+
+
+def get_custom_metadata(info, audio):
+    """The file's prompt and timing conditions, as it was generated.
+
+    seconds_start is the item's seconds_start plus the offset of the crop stable-audio-tools took
+    (info["seconds_start"], 0 unless the file is longer than the training sample size);
+    seconds_total is the item's seconds_total. Files flagged in the manifest (e.g. silent) are
+    rejected; a file the manifest does not know raises, and stable-audio-tools reports and skips it.
+    """
+    global _records
+    if _records is None:
+        _records = _load_records()
+    relpath = os.path.relpath(os.path.realpath(info["path"]), ROOT).replace(os.sep, "/")
+    record = _records.get(relpath)
+    if record is None:
+        raise KeyError(f"{info['path']}: no record for {relpath!r} in {MANIFEST}")
+    if record.get("status") != "ok":
+        return {"__reject__": True}
+    return {
+        "prompt": record["prompt"],
+        "seconds_start": record["seconds_start"] + info.get("seconds_start", 0),
+        "seconds_total": record["seconds_total"],
+    }
+'''
+
+
+class DatasetError(ValueError):
+    """An output dir that cannot be turned into a dataset (no manifest, a name clash)."""
+
+
+def parse_split_spec(text: str) -> dict[str, float]:
+    """``train=0.9,val=0.1`` -> ``{"train": 0.9, "val": 0.1}`` (order kept); argparse type for ``--split``."""
+    splits: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or not SPLIT_NAME.fullmatch(name):
+            raise argparse.ArgumentTypeError(
+                f"{part.strip()!r}: expected NAME=FRACTION, e.g. train=0.9,val=0.1 (names: letters, digits, _ and -)"
+            )
+        if name in splits:
+            raise argparse.ArgumentTypeError(f"split {name!r} is given twice")
+        try:
+            fraction = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name}={value.strip()}: the fraction must be a number") from None
+        if not 0 < fraction <= 1:
+            raise argparse.ArgumentTypeError(f"{name}={value.strip()}: the fraction must be in (0, 1]")
+        splits[name] = fraction
+    total = sum(splits.values())
+    if not math.isclose(total, 1.0, abs_tol=1e-6):
+        raise argparse.ArgumentTypeError(f"the fractions add up to {total:g}; they must add up to 1")
+    return splits
+
+
+def split_position(leaf: str) -> float:
+    """Where ``leaf`` falls in [0, 1): a hash of its path alone (see ``plan.derive_seed`` for why sha256).
+
+    Adding or removing leaves never moves another leaf, and moving a boundary (0.9/0.1 -> 0.8/0.2)
+    only moves the leaves between the old and the new boundary.
+    """
+    digest = hashlib.sha256(json.dumps(["split", leaf]).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_of(leaf: str, splits: dict[str, float]) -> str:
+    """The split ``leaf`` belongs to: the first whose cumulative fraction exceeds its position."""
+    position, cumulative = split_position(leaf), 0.0
+    for name, fraction in splits.items():
+        cumulative += fraction
+        if position < cumulative:
+            return name
+    return name  # position within float round-off of 1.0: the last split
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """The dataset flags of ``generate.py`` (documented in docs/datasets.md)."""
+    group = parser.add_argument_group("datasets (docs/datasets.md)")
+    group.add_argument(
+        "--dataset-config",
+        action="store_true",
+        help=f"after the run, write {CONFIG_NAME} and {METADATA_MODULE_NAME} for stable-audio-tools' train.py",
+    )
+    group.add_argument(
+        "--split",
+        type=parse_split_spec,
+        metavar="NAME=FRACTION,...",
+        help="assign leaves (not items) to splits, e.g. train=0.9,val=0.1; writes one dataset config per split "
+        "(implies --dataset-config)",
+    )
+    group.add_argument(
+        "--normalize",
+        choices=NORMALIZE_MODES,
+        default="none",
+        help="level each clip before writing: peak (dBFS) or lufs (integrated loudness) (default: %(default)s)",
+    )
+    group.add_argument(
+        "--normalize-target",
+        type=float,
+        metavar="LEVEL",
+        help="target of --normalize: dBFS for peak (default -1), LUFS for lufs (default -23)",
+    )
+    group.add_argument("--report", action="store_true", help="after the run, write report.html (see docs/datasets.md)")
+
+
+def dataset_argument_problems(args: argparse.Namespace, items: Sequence[WorkItem]) -> list[str]:
+    """What is wrong with the dataset flags, checked with the other inputs before anything runs."""
+    problems = []
+    try:
+        normalization_from_args(args)
+    except ValueError as exc:
+        problems.append(str(exc))
+    if args.split is not None:
+        clash = next((item.relpath for item in items if item.relpath.startswith(f"{SPLITS_DIRNAME}/")), None)
+        if clash is not None:
+            problems.append(f"--split writes its folders to {SPLITS_DIRNAME}/ in the output dir, "
+                            f"but the tree puts files there too ({clash}); rename that branch")  # fmt: skip
+    return problems
+
+
+@dataclass
+class DatasetFiles:
+    """What ``write_dataset`` wrote: config paths, and per split its leaves and linked files."""
+
+    configs: list[Path] = field(default_factory=list)
+    leaves: Counter[str] = field(default_factory=Counter)
+    files: Counter[str] = field(default_factory=Counter)
+    untrainable: int = 0  # files left out of the splits because their status is not "ok"
+
+
+def _config(datasets: Sequence[tuple[str, Path]], metadata_module: Path) -> str:
+    """An ``audio_dir`` dataset config scanning each ``(id, directory)``, all with the metadata module."""
+    # Directory paths end with "/": upstream matches files to their dataset by substring, and
+    # ".../splits/train" would otherwise also match ".../splits/train_extra/...".
+    entries = [{"id": dataset_id, "path": f"{path}/", "custom_metadata_module": str(metadata_module)}
+               for dataset_id, path in datasets]  # fmt: skip
+    return json.dumps({"dataset_type": "audio_dir", "datasets": entries, "random_crop": True}, indent=2) + "\n"
+
+
+def _remove_split_tree(splits_dir: Path) -> None:
+    """Delete an earlier ``splits/`` folder, refusing if it holds anything but links and folders."""
+    if not splits_dir.exists() and not splits_dir.is_symlink():
+        return
+    if splits_dir.is_symlink() or not splits_dir.is_dir():
+        raise DatasetError(f"{splits_dir} is not a folder of split links made by this tool; move it away")
+    for directory, subdirs, files in os.walk(splits_dir, topdown=False):
+        for name in files + subdirs:
+            path = Path(directory, name)
+            if not path.is_symlink() and not path.is_dir():
+                raise DatasetError(f"{path} is not a split link made by this tool; move it away from {splits_dir}")
+            if path.is_symlink():
+                path.unlink()
+            else:
+                path.rmdir()
+    splits_dir.rmdir()
+
+
+def _link_split(output_dir: Path, split: str, relpath: str) -> None:
+    link = output_dir / SPLITS_DIRNAME / split / relpath
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(os.path.relpath(output_dir / relpath, link.parent))
+
+
+def _record_splits(output_dir: Path, records: dict[str, Record], splits: dict[str, float] | None) -> None:
+    """Set (or, without splits, remove) each record's ``split`` through the manifest's own append + fold."""
+    changed = []
+    for record in records.values():
+        wanted = split_of(record["leaf"], splits) if splits else None
+        if record.get("split") != wanted:
+            updated = {key: value for key, value in record.items() if key != "split"}
+            if wanted is not None:
+                updated["split"] = wanted
+            changed.append(updated)
+    if changed:
+        writer = ManifestWriter(output_dir, rank=0)
+        writer.append(changed)
+        writer.close()
+    fold_parts(output_dir)
+
+
+def write_dataset(output_dir: Path, splits: dict[str, float] | None = None) -> DatasetFiles:
+    """Write the metadata module and dataset config(s) for ``output_dir``; replaces earlier ones.
+
+    Not while generate.py runs on the same dir (it folds the manifest, like a run's start and end).
+    """
+    output_dir = output_dir.resolve()
+    records = load_records(output_dir)
+    if not records:
+        raise DatasetError(f"{output_dir}: no manifest records (is this a generate.py output dir?)")
+    clash = next((path for path in records if path.startswith(f"{SPLITS_DIRNAME}/")), None)
+    if splits and clash is not None:
+        raise DatasetError(f"{output_dir / clash}: generated files under {SPLITS_DIRNAME}/ clash with the split folders")
+    _record_splits(output_dir, records, splits)
+    records = load_records(output_dir)
+    metadata_module = output_dir / METADATA_MODULE_NAME
+    atomic_write_text(metadata_module, METADATA_MODULE_SOURCE)
+    for stale in output_dir.glob("dataset_config.*.json"):
+        stale.unlink()
+    if clash is None:  # else splits/ is a branch of the tree, and no split was asked for
+        _remove_split_tree(output_dir / SPLITS_DIRNAME)
+    result = DatasetFiles()
+    if not splits:
+        atomic_write_text(output_dir / CONFIG_NAME, _config([(output_dir.name, output_dir)], metadata_module))
+        result.configs.append(output_dir / CONFIG_NAME)
+        return result
+    split_dirs = {name: output_dir / SPLITS_DIRNAME / name for name in splits}
+    for split_dir in split_dirs.values():
+        split_dir.mkdir(parents=True)
+    for relpath, record in sorted(records.items()):
+        if record["k"] == 1:
+            result.leaves[record["split"]] += 1
+        if record.get("status") in TRAINABLE_STATUSES and (output_dir / relpath).is_file():
+            _link_split(output_dir, record["split"], relpath)
+            result.files[record["split"]] += 1
+        else:
+            result.untrainable += 1
+    datasets = {name: (f"{output_dir.name}-{name}", split_dir) for name, split_dir in split_dirs.items()}
+    atomic_write_text(output_dir / CONFIG_NAME, _config(list(datasets.values()), metadata_module))
+    result.configs.append(output_dir / CONFIG_NAME)
+    for name, dataset in datasets.items():
+        path = output_dir / f"dataset_config.{name}.json"
+        atomic_write_text(path, _config([dataset], metadata_module))
+        result.configs.append(path)
+    return result
+
+
+def describe(result: DatasetFiles, splits: dict[str, float] | None) -> list[str]:
+    """Lines for the terminal: what was written, and the train.py hand-off."""
+    lines = [f"dataset config: {path}" for path in result.configs]
+    for name, fraction in (splits or {}).items():
+        lines.append(f"split {name} ({fraction:g}): {result.leaves[name]} leaves, {result.files[name]} files"
+                     + ("  [empty: no trainable file fell in this split]" if not result.files[name] else ""))  # fmt: skip
+    if result.untrainable:
+        lines.append(f"{result.untrainable} items left out of the splits (status not ok, or file missing)")
+    split_configs = {path.name.split(".")[1]: path for path in result.configs[1:]}
+    train = split_configs.get("train", next(iter(split_configs.values()), result.configs[0]))
+    lines.append(f"fine-tune: python train.py --dataset-config {train} --model-config MODEL_CONFIG.json "
+                 "--pretrained-ckpt-path MODEL.ckpt --name NAME --save-dir CHECKPOINTS")  # fmt: skip
+    return lines
+
+
+def finish_dataset(args: argparse.Namespace, console: Console) -> None:
+    """End of a complete ``generate.py`` run (rank 0): write what ``--dataset-config/--split/--report`` ask for."""
+    if args.dataset_config or args.split is not None:
+        result = write_dataset(args.output_dir, args.split)
+        for line in describe(result, args.split):
+            console.print(line, soft_wrap=True, markup=False)
+    if args.report:
+        from .report import write_report  # matplotlib is imported only when a report is wanted
+
+        console.print(f"report: {write_report(args.output_dir)}", soft_wrap=True, markup=False)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m stable_audio_tools_ext.datasets.training",
+        description="Write stable-audio-tools dataset configs (and splits) for an existing generate.py output dir.",
+    )
+    parser.add_argument("output_dir", type=Path, help="a generate.py output dir (holding manifest.jsonl)")
+    parser.add_argument("--split", type=parse_split_spec, metavar="NAME=FRACTION,...",
+                        help="assign leaves to splits, e.g. train=0.9,val=0.1 (default: one dataset, no splits)")  # fmt: skip
+    args = parser.parse_args(argv)
+    try:
+        result = write_dataset(args.output_dir, args.split)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    console = Console(highlight=False)
+    for line in describe(result, args.split):
+        console.print(line, soft_wrap=True, markup=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The model flags shared by ``generate.py`` and ``run_gradio.py``.
+
+One definition, so both entry points accept the same model flags and resolve them the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .loading import PRECISIONS, ModelRequest, ModelSpec, read_model_spec
+
+DEFAULT_MODEL = "stabilityai/stable-audio-open-1.0"
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the "model" flag group: which model, from where, which weights, on which device."""
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--pretrained-name",
+        "--model-name",
+        dest="pretrained_name",
+        default=DEFAULT_MODEL,
+        help="Hugging Face hub model id (default: %(default)s; gated: needs HF_TOKEN); ignored with --model-config",
+    )
+    model.add_argument("--revision", help="hub branch, tag or commit to pin (default: main); recorded in the manifest")
+    model.add_argument("--model-config", type=Path, help="local model_config.json (use with --ckpt-path)")
+    model.add_argument(
+        "--ckpt-path",
+        type=Path,
+        help="local weights (with --model-config): .safetensors, a state dict .ckpt/.pt, or a Lightning "
+        "checkpoint written by stable-audio-tools' train.py",
+    )
+    model.add_argument(
+        "--weights",
+        choices=("ema", "online"),
+        help="for a training checkpoint: EMA or online weights (default: EMA when present, as unwrap_model.py)",
+    )
+    model.add_argument("--pretransform-ckpt-path", type=Path, help="replace the VAE weights with these")
+    model.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow checkpoints that need full unpickling (can run arbitrary code; default: tensors only)",
+    )
+    model.add_argument(
+        "--precision",
+        choices=tuple(PRECISIONS),
+        help="DiT precision (default: bf16 on CUDA GPUs that support it, else fp16 on CUDA; fp32 on CPU)",
+    )
+    model.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto (default): cuda:LOCAL_RANK when CUDA is available, else CPU",
+    )
+
+
+def model_request_from_args(args: argparse.Namespace) -> ModelRequest:
+    return ModelRequest(
+        pretrained_name=args.pretrained_name,
+        revision=args.revision,
+        model_config=args.model_config,
+        ckpt_path=args.ckpt_path,
+        weights=args.weights,
+        pretransform_ckpt_path=args.pretransform_ckpt_path,
+        trust_checkpoint=args.trust_checkpoint,
+    )
+
+
+def model_spec_from_args(args: argparse.Namespace) -> ModelSpec:
+    """Resolve the parsed model flags to a model spec (config only; raises ``ModelLoadError``)."""
+    return read_model_spec(model_request_from_args(args))

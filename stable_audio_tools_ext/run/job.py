@@ -1,0 +1,120 @@
+"""One rank's share of a generation job: batches -> engine -> checked audio files + manifest records."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..model.loading import LoadedModel
+from ..output.audio_io import FORMATS, to_samples, write_audio_atomic
+from ..output.manifest import ManifestWriter
+from ..output.normalize import normalize
+from ..output.resume import OutputSettings, fingerprint
+from ..output.stats import audio_stats, status_of
+from ..output.writer import BackgroundWriter
+from ..request import LatentGeometry
+from ..sampling.engine import generate_audio
+from ..tree.plan import WorkItem, make_batches
+from .progress import RankProgress
+from .signals import GracefulStop
+
+
+@dataclass
+class RankOutcome:
+    """What one rank did: files written, items rejected as non-finite, items left by a stop."""
+
+    written: int = 0
+    nonfinite: int = 0
+    remaining: int = 0
+
+
+def written_seconds(item: WorkItem, geometry: LatentGeometry, clip_length: bool) -> float:
+    """Duration of the file ``item`` produces: its seconds_total when clipped, else its latent length."""
+    if clip_length:
+        return item.request.seconds_total
+    frames = item.request.latent_frames or geometry.window_frames
+    return frames * geometry.downsampling_ratio / geometry.sample_rate
+
+
+def _record(item: WorkItem, settings: OutputSettings, loaded: LoadedModel, **fields: Any) -> dict[str, Any]:
+    return {
+        "path": item.relpath,
+        "leaf": item.leaf,
+        "k": item.k,
+        **dataclasses.asdict(item.request),
+        "model": settings.model,
+        "model_revision": settings.model_revision,
+        "precision": loaded.precision,
+        "format": settings.audio_format,
+        "clip_length": settings.clip_length,
+        "sample_rate": loaded.spec.sample_rate,
+        "fingerprint": fingerprint(item, settings),
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **fields,
+    }
+
+
+def _write_item(
+    item: WorkItem, clip: torch.Tensor, output_dir: Path, settings: OutputSettings, loaded: LoadedModel
+) -> dict[str, Any]:
+    """Check, write and describe one generated clip; non-finite audio is recorded but not written."""
+    if not torch.isfinite(clip).all():
+        return {"status": "nonfinite", "frames": 0, "bytes": 0, "peak": None, "rms": None}
+    sample_rate = loaded.spec.sample_rate
+    samples: np.ndarray = to_samples(clip, sample_rate, item.request.seconds_total if settings.clip_length else None)
+    samples, normalized = normalize(samples, sample_rate, settings.normalization)
+    path = output_dir / item.relpath
+    write_audio_atomic(path, samples, sample_rate, FORMATS[settings.audio_format])
+    stats = audio_stats(samples, sample_rate)
+    return {"status": status_of(stats["peak"]), "frames": len(samples), "bytes": path.stat().st_size,
+            "channels": samples.shape[1], **stats, **normalized}  # fmt: skip
+
+
+def run_rank(
+    loaded: LoadedModel,
+    items: Sequence[WorkItem],
+    batch_size: int | Callable[[WorkItem], int],
+    output_dir: Path,
+    settings: OutputSettings,
+    progress: RankProgress,
+    manifest: ManifestWriter,
+    stop: GracefulStop,
+    rank: int,
+) -> RankOutcome:
+    """Generate this rank's items batch by batch while a background thread writes the previous batch.
+
+    A stop request ends the loop between batches; every batch already generated is still written.
+    """
+    outcome = RankOutcome()
+
+    def write_batch(job: tuple[list[WorkItem], torch.Tensor, float]) -> None:
+        batch, audio, share = job
+        records = []
+        for item, clip in zip(batch, audio):
+            fields = _write_item(item, clip, output_dir, settings, loaded)
+            records.append(_record(item, settings, loaded, wall_seconds=round(share, 3), rank=rank, **fields))
+            if fields["status"] == "nonfinite":
+                outcome.nonfinite += 1
+            else:
+                outcome.written += 1
+        manifest.append(records)
+        progress.advance(len(batch), sum(r["frames"] for r in records) / loaded.spec.sample_rate)
+
+    batches = make_batches(items, batch_size)
+    with BackgroundWriter(write_batch) as writer:
+        for index, batch in enumerate(batches):
+            if stop.requested:
+                outcome.remaining = sum(len(b) for b in batches[index:])
+                break
+            started = time.perf_counter()
+            audio = generate_audio(loaded, [item.request for item in batch]).cpu()
+            writer.submit((batch, audio, (time.perf_counter() - started) / len(batch)))
+    return outcome

@@ -1,0 +1,103 @@
+"""Rich renderings of a job for the terminal: the start-up table, the dry-run plan, the output tree."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from ..model.loading import ModelSpec
+from ..output.resume import ResumeState
+from ..tree.plan import WorkItem, item_cost
+from .distributed import shard
+
+TREE_PREVIEW_FILES = 40
+
+
+def output_tree(output_dir: Path, items: Sequence[WorkItem], max_files: int = TREE_PREVIEW_FILES) -> Tree:
+    """A tree of the files the plan writes, cut after ``max_files`` files."""
+    root = Tree(f"[bold]{output_dir}")
+    branches: dict[tuple[str, ...], Tree] = {(): root}
+    for item in items[:max_files]:
+        parts = tuple(item.relpath.split("/"))
+        for depth in range(1, len(parts)):
+            if parts[:depth] not in branches:
+                branches[parts[:depth]] = branches[parts[: depth - 1]].add(f"[bold blue]{parts[depth - 1]}/")
+        branches[parts[:-1]].add(parts[-1])
+    if len(items) > max_files:
+        root.add(f"[dim]... and {len(items) - max_files} more files")
+    return root
+
+
+def start_table(rows: Sequence[tuple[str, str]]) -> Table:
+    table = Table(title="Stable Audio batch generation", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def model_description(spec: ModelSpec) -> str:
+    return f"{spec.source} @ {spec.revision[:19] if spec.revision.startswith('sha256:') else spec.revision[:12]}"
+
+
+def rank_costs(order: Sequence[WorkItem], world_size: int, window_frames: int) -> list[int]:
+    """Planned compute per rank for items dealt out in ``order``."""
+    return [sum(item_cost(i, window_frames) for i in shard(order, world_size, rank)) for rank in range(world_size)]
+
+
+def imbalance(costs: Sequence[int]) -> float:
+    """How much longer the busiest rank works than the average one (0.0 = perfect balance)."""
+    mean = sum(costs) / len(costs) if costs else 0
+    return max(costs) / mean - 1 if mean else 0.0
+
+
+def dry_run_plan(
+    output_dir: Path,
+    items: Sequence[WorkItem],
+    state: ResumeState,
+    order: Sequence[WorkItem],
+    world_size: int,
+    seconds_of: dict[str, float],
+    window_frames: int,
+) -> Group:
+    """What a run would do: per-branch counts, already-done items, per-rank load, the output tree.
+
+    ``order`` is the pending items in the order they are dealt to ranks; ``seconds_of`` maps each
+    item's path to the audio seconds its file will hold.
+    """
+    pending = {item.relpath for item in state.pending}
+    branches = Table()
+    for column in ("branch", "items", "audio s", "done", "to generate"):
+        branches.add_column(column, justify="left" if column == "branch" else "right")
+    by_branch: dict[str, list[WorkItem]] = {}
+    for item in items:
+        by_branch.setdefault(item.relpath.split("/", 1)[0], []).append(item)
+    for branch, group in by_branch.items():
+        todo = [i for i in group if i.relpath in pending]
+        branches.add_row(
+            branch, str(len(group)), f"{sum(seconds_of[i.relpath] for i in group):.1f}",
+            str(len(group) - len(todo)), str(len(todo)),
+        )  # fmt: skip
+    ranks = Table()
+    for column in ("rank", "items", "audio s", "cost (frames x evals)"):
+        ranks.add_column(column, justify="right")
+    costs = rank_costs(order, world_size, window_frames)
+    for rank in range(world_size):
+        share = shard(order, world_size, rank)
+        ranks.add_row(str(rank), str(len(share)), f"{sum(seconds_of[i.relpath] for i in share):.1f}", f"{costs[rank]:,}")
+    todo_seconds = sum(seconds_of[i.relpath] for i in state.pending)
+    summary = (
+        f"[bold]dry run:[/] {len(items)} items; {state.summary()}; "
+        f"{len(state.pending)} to generate = {todo_seconds:.1f} s of audio. Nothing was loaded or written."
+    )
+    return Group(
+        Text("Items per top-level branch", style="bold"), branches,
+        Text(f"Items to generate per rank (world size {world_size}; cost imbalance {imbalance(costs):.1%})", style="bold"), ranks,
+        output_tree(output_dir, items), Text.from_markup(summary),
+    )  # fmt: skip

@@ -1,0 +1,7 @@
+"""Sampling: generation requests -> audio tensors, with one random stream per item.
+
+Owns the per-item-seeded samplers (an item's audio never depends on its batch), the one engine
+function the CLI and the studio share (conditioning, sampling, VAE decode) and ``--batch-size
+auto``. May import ``model``, ``request`` and ``tree`` (work items); never ``output``, ``run`` or
+``studio``: it returns audio and leaves writing it to others.
+"""

@@ -1,0 +1,244 @@
+"""What the Gradio studio does, without Gradio: audition settings -> YAML -> work items -> files.
+
+The studio promises that what a user hears is what ``generate.py`` produces for the same settings.
+It keeps that promise by construction rather than by imitation: an audition is written as the YAML
+leaf that the Export button hands out, validated and planned by the CLI's own ``tree.reader`` and
+``tree.plan`` code, and generated and written by the CLI's own per-rank loop (``run.job.run_rank``, which
+calls ``sampling.engine.generate_audio`` and writes WAVs and manifest records exactly as a ``--clip-length``
+run does). The batch tab runs pasted trees through the same three steps.
+"""
+
+from __future__ import annotations
+
+import io
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from rich.console import Console
+
+from ..model.loading import LoadedModel, ModelSpec
+from ..output.manifest import ManifestWriter, Record, fold_parts
+from ..output.resume import OutputSettings
+from ..run.job import run_rank, written_seconds
+from ..run.progress import RankProgress, remove_progress
+from ..run.signals import GracefulStop
+from ..run.views import output_tree
+from ..tree.conditions import ConditionTreeError, segment_problem
+from ..tree.plan import SamplingDefaults, WorkItem, build_plan
+from ..tree.reader import read_condition_file
+
+RANDOM_SEED = -1
+RANDOM_SEED_RANGE = 2**32  # the range upstream's random seeds (and derived seeds) use
+AUDIO_FORMAT = "wav"  # 16-bit PCM, generate.py's default
+TREE_FILENAME = "tree.yaml"
+
+
+@dataclass(frozen=True)
+class Audition:
+    """The Generate tab's settings: one prompt with its sampling parameters."""
+
+    prompt: str
+    negative_prompt: str | None
+    seconds_start: float
+    seconds_total: float
+    steps: int
+    cfg_scale: float
+    sampler_type: str
+
+
+def resolve_seed(seed: float | int | None) -> int:
+    """The seed to use: ``-1`` (or empty) draws a random one in [0, 2**32); others must be integers >= 0."""
+    if seed is None or seed == RANDOM_SEED:
+        return secrets.randbelow(RANDOM_SEED_RANGE)
+    if float(seed) != int(seed) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, or -1 for a random seed; got {seed}")
+    return int(seed)
+
+
+def leaf_path(name: str) -> tuple[str, ...]:
+    """``"music/drums/kick"`` -> its segments; each must be usable as a file or folder name."""
+    segments = tuple(name.strip().strip("/").split("/"))
+    for segment in segments:
+        problem = segment_problem(segment)
+        if problem:
+            raise ValueError(f"leaf name {name!r}: {problem}")
+    return segments
+
+
+def audition_tree(audition: Audition, seed: int, variations: int, name: str = "audition") -> dict[str, Any]:
+    """The condition tree for ``variations`` clips of ``audition`` with seeds ``seed, seed+1, ...``.
+
+    Every field is written out, none left to command-line defaults, so the tree means the same to
+    ``generate.py`` whatever flags it is run with (besides the model, ``--clip-length`` and the
+    sigma range, which leaves cannot set).
+    """
+    leaf: dict[str, Any] = {"prompt": audition.prompt}
+    if audition.negative_prompt:
+        leaf["negative_prompt"] = audition.negative_prompt
+    leaf.update(
+        seconds_start=float(audition.seconds_start),
+        seconds_total=float(audition.seconds_total),
+        seed=seed,
+        n_samples=variations,
+        steps=int(audition.steps),
+        cfg_scale=float(audition.cfg_scale),
+        sampler_type=audition.sampler_type,
+    )
+    tree: dict[str, Any] = leaf
+    for segment in reversed(leaf_path(name)):
+        tree = {segment: tree}
+    return tree
+
+
+def sampling_defaults(spec: ModelSpec) -> SamplingDefaults:
+    """What ``generate.py`` uses for flags that are not given: the model family's defaults."""
+    family = spec.family
+    return SamplingDefaults(
+        steps=family.steps, cfg_scale=family.cfg_scale, sampler_type=family.sampler_type,
+        sigma_min=family.sigma_min, sigma_max=family.sigma_max,
+    )  # fmt: skip
+
+
+def model_flags(loaded: LoadedModel) -> str:
+    """The ``generate.py`` flags that select this model, revision and precision (all of which change the audio)."""
+    spec, request = loaded.spec, loaded.spec.request
+    if request.ckpt_path is None:
+        flags = f"--pretrained-name {spec.source} --revision {spec.revision}"
+    else:
+        flags = f"--model-config {request.model_config} --ckpt-path {request.ckpt_path}"
+        flags += f" --weights {request.weights}" if request.weights else ""
+        flags += f" --pretransform-ckpt-path {request.pretransform_ckpt_path}" if request.pretransform_ckpt_path else ""
+    return f"{flags} --precision {loaded.precision}"
+
+
+def tree_yaml(tree: dict[str, Any], loaded: LoadedModel) -> str:
+    """YAML text for ``generate.py --cond-yaml-path``, headed by the command that reproduces the audio."""
+    header = (
+        "# Exported from the Stable Audio studio. The same audio, as files <leaf>_item-<k>.wav:\n"
+        f"#   python generate.py --cond-yaml-path {TREE_FILENAME} --output-dir OUT --clip-length \\\n"
+        f"#     {model_flags(loaded)}\n"
+        "# (leave --sigma-min/--sigma-max, --format and --normalize at their defaults)\n"
+    )
+    return header + yaml.safe_dump(tree, sort_keys=False, allow_unicode=True, width=1000)
+
+
+def write_tree(text: str, run_dir: Path) -> Path:
+    """Save a tree where its run's results go, so a results zip carries the tree that made it."""
+    path = run_dir / TREE_FILENAME
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def plan_tree(
+    tree_file: Path, spec: ModelSpec, defaults: SamplingDefaults, max_items: int, source: str = TREE_FILENAME
+) -> list[WorkItem]:
+    """Validate and plan a tree exactly as ``generate.py`` does; ``ConditionTreeError`` lists every problem.
+
+    Problems of the leaves and of the plan (window, item limit, name collisions) are gathered
+    together, as the CLI does, so the user sees all of them at once.
+    """
+    leaves, problems = read_condition_file(tree_file, spec.family.samplers)
+    try:
+        items = build_plan(leaves, defaults, spec.window_seconds, AUDIO_FORMAT, source, max_items, spec.geometry)
+    except ConditionTreeError as exc:
+        problems = problems + exc.problems
+    if problems:
+        raise ConditionTreeError(problems, source)
+    return items
+
+
+def preview_text(items: Sequence[WorkItem], spec: ModelSpec, output_label: str = "results") -> str:
+    """Item count, audio seconds and the output tree of a plan, as plain text."""
+    seconds = sum(written_seconds(item, spec.geometry, clip_length=True) for item in items)
+    console = Console(file=io.StringIO(), width=100, color_system=None, highlight=False)
+    console.print(f"{len(items)} items, {seconds:.1f} s of audio")
+    console.print(output_tree(Path(output_label), items))
+    return console.file.getvalue()
+
+
+def output_settings(loaded: LoadedModel) -> OutputSettings:
+    """What ``generate.py --clip-length`` records for this model, so manifests and fingerprints match."""
+    spec = loaded.spec
+    return OutputSettings(
+        model=spec.source, model_revision=spec.revision, precision=loaded.precision,
+        audio_format=AUDIO_FORMAT, clip_length=True,
+    )  # fmt: skip
+
+
+class _CallbackProgress(RankProgress):
+    """The CLI's progress counters, also reported to a callback (items done, items in total)."""
+
+    def __init__(self, output_dir: Path, total: int, on_advance: Callable[[int, int], None]) -> None:
+        self._on_advance = on_advance
+        super().__init__(output_dir, rank=0, total=total)
+
+    def advance(self, items: int, audio_seconds: float) -> None:
+        super().advance(items, audio_seconds)
+        self._on_advance(self.done, self.total)
+
+
+def generate_items(
+    loaded: LoadedModel,
+    items: Sequence[WorkItem],
+    output_dir: Path,
+    batch_size: int,
+    on_advance: Callable[[int, int], None] = lambda done, total: None,
+) -> dict[str, Record]:
+    """Generate and write ``items`` below ``output_dir`` as a one-rank ``generate.py`` run; returns the manifest.
+
+    The app handles one request at a time and has no signals to honour, so the stop request that
+    ``run_rank`` checks between batches is never set.
+    """
+    progress = _CallbackProgress(output_dir, len(items), on_advance)
+    manifest = ManifestWriter(output_dir, rank=0)
+    try:
+        run_rank(loaded, items, batch_size, output_dir, output_settings(loaded), progress, manifest, GracefulStop(), 0)
+    finally:
+        manifest.close()
+        remove_progress(output_dir)
+    return fold_parts(output_dir)
+
+
+@contextmanager
+def counting_denoiser_calls(loaded: LoadedModel, on_call: Callable[[int], None]) -> Iterator[None]:
+    """Report each forward pass of the denoiser while the block runs (a progress signal inside a batch).
+
+    A forward hook observes the sampler loop without changing the engine; the app runs one
+    generation at a time, so the count belongs to the generation in flight.
+    """
+    calls = 0
+
+    def hook(module: Any, args: Any, output: Any) -> None:
+        nonlocal calls
+        calls += 1
+        on_call(calls)
+
+    handle = loaded.model.model.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def write_spectrogram(wav_path: Path, png_path: Path) -> Path:
+    """A log-magnitude spectrogram of the file's mono mix, as a small PNG for the results view."""
+    import soundfile as sf
+    from matplotlib.figure import Figure  # the object API: no pyplot global state, safe across threads
+
+    samples, sample_rate = sf.read(wav_path, dtype="float32", always_2d=True)
+    figure = Figure(figsize=(6.4, 2.4), dpi=80, layout="constrained")
+    axes = figure.add_subplot()
+    mono = samples.mean(axis=1)
+    nfft = min(1024, 1 << max(4, len(mono).bit_length() - 1))  # short clips get a shorter window
+    with np.errstate(divide="ignore"):  # log of an all-zero (silent) clip
+        axes.specgram(mono, NFFT=nfft, Fs=sample_rate, noverlap=nfft // 2, cmap="magma")
+    axes.set_xlabel("time (s)")
+    axes.set_ylabel("frequency (Hz)")
+    figure.savefig(png_path)
+    return png_path

@@ -1,0 +1,180 @@
+"""Turn validated leaves into work items: one per (leaf, item k), each with its seed and output path.
+
+Every rank computes the same plan from the same inputs, so no coordination is needed to agree on
+who generates what - the sharding in ``run.distributed`` only picks positions in this list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from ..request import GenerationRequest, LatentGeometry, LatentMode, latent_frames_for
+from .conditions import Condition, ConditionTreeError, Problem
+
+# Seeds derived from (base seed, leaf, k) lie in [0, 2**32): the range upstream's random seeds use.
+DERIVED_SEED_RANGE = 2**32
+DEFAULT_MAX_ITEMS = 1_000_000
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """Command-line values a leaf inherits for anything its YAML does not set."""
+
+    steps: int = 100
+    cfg_scale: float = 7.0
+    sampler_type: str = "dpmpp-3m-sde"
+    sigma_min: float = 0.3
+    sigma_max: float = 500.0
+    n_samples: int = 1
+    base_seed: int = 0
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One file to generate."""
+
+    leaf: str  # leaf path, e.g. "music/drum/sample-1"
+    k: int  # 1-based item index within the leaf
+    relpath: str  # output path relative to the output dir, POSIX separators
+    request: GenerationRequest
+
+
+def derive_seed(base_seed: int, leaf: str, k: int) -> int:
+    """A stable seed for item ``k`` of ``leaf``: same inputs, same seed, on any machine and Python.
+
+    Python's ``hash`` is salted per process, so a cryptographic hash of an unambiguous encoding is
+    used instead; changing one leaf's name or k never changes another leaf's seeds.
+    """
+    digest = hashlib.sha256(json.dumps([base_seed, leaf, k]).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % DERIVED_SEED_RANGE
+
+
+def output_relpath(path: Sequence[str], k: int, extension: str) -> str:
+    """``music/drum/sample-1`` item 2 -> ``music/drum/sample-1_item-2.wav`` (the reference layout)."""
+    return "/".join([*path[:-1], f"{path[-1]}_item-{k}.{extension}"])
+
+
+def build_plan(
+    leaves: Sequence[Condition],
+    defaults: SamplingDefaults,
+    window_seconds: float,
+    extension: str,
+    source: str = "<yaml>",
+    max_items: int = DEFAULT_MAX_ITEMS,
+    geometry: LatentGeometry | None = None,
+    latent_mode: LatentMode = "auto",
+) -> list[WorkItem]:
+    """Expand leaves into work items in document order; raises ``ConditionTreeError`` on any problem.
+
+    With the model's ``geometry``, each item gets its latent length (``latent_mode``); without it the
+    engine applies the default ("auto") policy itself.
+
+    Checks that need the model (the window) or the whole tree (item count, output collisions,
+    including names that differ only in case and so collide on case-insensitive filesystems) live
+    here rather than in ``reader``.
+    """
+    problems: list[Problem] = []
+    total = sum(leaf.n_samples or defaults.n_samples for leaf in leaves)
+    if total > max_items:
+        raise ConditionTreeError(
+            [Problem("", f"the tree expands to {total:,} items, more than the limit of {max_items:,}")], source
+        )
+    items: list[WorkItem] = []
+    claimed: dict[str, str] = {}
+    for leaf in leaves:
+        start = leaf.seconds_start or 0.0
+        seconds_total = leaf.seconds_total if leaf.seconds_total is not None else window_seconds - start
+        if start + seconds_total > window_seconds + 1e-9:
+            problems.append(
+                Problem(
+                    leaf.name,
+                    f"seconds_start + seconds_total = {start + seconds_total:g} s is longer than the model's "
+                    f"{window_seconds:.2f} s window",
+                    leaf.line,
+                )
+            )
+            continue
+        if seconds_total <= 0:
+            problems.append(Problem(leaf.name, f"seconds_start {start:g} leaves no room in the window", leaf.line))
+            continue
+        for k in range(1, (leaf.n_samples or defaults.n_samples) + 1):
+            relpath = output_relpath(leaf.path, k, extension)
+            folded = relpath.casefold()
+            if folded in claimed:
+                problems.append(
+                    Problem(leaf.name, f"output {relpath} collides with {claimed[folded]} (names differ only in case)", leaf.line)
+                )
+                break
+            claimed[folded] = relpath
+            seed = leaf.seed + k - 1 if leaf.seed is not None else derive_seed(defaults.base_seed, leaf.name, k)
+            request = GenerationRequest(
+                prompt=leaf.prompt,
+                negative_prompt=leaf.negative_prompt,
+                seconds_start=start,
+                seconds_total=seconds_total,
+                seed=seed,
+                steps=leaf.steps if leaf.steps is not None else defaults.steps,
+                cfg_scale=leaf.cfg_scale if leaf.cfg_scale is not None else defaults.cfg_scale,
+                sampler_type=leaf.sampler_type or defaults.sampler_type,
+                sigma_min=defaults.sigma_min,
+                sigma_max=defaults.sigma_max,
+                latent_frames=latent_frames_for(start + seconds_total, geometry, latent_mode) if geometry else None,
+            )
+            items.append(WorkItem(leaf=leaf.name, k=k, relpath=relpath, request=request))
+    if problems:
+        raise ConditionTreeError(problems, source)
+    return items
+
+
+def make_batches(items: Iterable[WorkItem], batch_size: int | Callable[[WorkItem], int]) -> list[list[WorkItem]]:
+    """Group items that can share a sampler run, then cut each group into batches.
+
+    ``batch_size`` is a number, or a function giving the size for a group from its first item
+    (``--batch-size auto`` sizes batches per latent length). Groups keep the order in which their
+    first item appears, and items keep their order within a group, so the schedule is deterministic;
+    seeds are per item, so grouping never changes audio.
+    """
+    groups: dict[tuple, list[WorkItem]] = {}
+    for item in items:
+        groups.setdefault(item.request.batch_key(), []).append(item)
+    batches = []
+    for group in groups.values():
+        size = batch_size(group[0]) if callable(batch_size) else batch_size
+        batches += [group[i : i + size] for i in range(0, len(group), size)]
+    return batches
+
+
+def item_cost(item: WorkItem, window_frames: int) -> int:
+    """Relative compute of an item: latent frames x model evaluations (CFG doubles each step).
+
+    DiT time grows about linearly with sequence length at these lengths (attention is a minor share
+    next to the MLPs for Stable Audio's 1024-frame maximum), and the VAE decode is linear in it.
+    """
+    request = item.request
+    evaluations = request.steps * (2 if request.cfg_scale != 1.0 else 1)
+    return (request.latent_frames or window_frames) * evaluations
+
+
+def balanced_order(items: Sequence[WorkItem], world_size: int, window_frames: int) -> list[WorkItem]:
+    """Reorder items so that ``DistributedSampler``'s strided split gives every rank similar cost.
+
+    The sampler hands position ``p`` to rank ``p % world_size``, so each rank's item count is fixed;
+    only which items go where is free. Items are placed most expensive first on the least loaded rank
+    that still has room (greedy longest-processing-time with each rank's count as its capacity), then
+    interleaved so that the sampler deals exactly that assignment. Ties are broken by path, so every
+    rank computes the same order.
+    """
+    capacity = [len(range(rank, len(items), world_size)) for rank in range(world_size)]
+    shares: list[list[WorkItem]] = [[] for _ in range(world_size)]
+    loads = [(0, rank) for rank in range(world_size)]  # a heap of (planned cost, rank)
+    for item in sorted(items, key=lambda item: (-item_cost(item, window_frames), item.relpath)):
+        load, rank = heapq.heappop(loads)
+        while len(shares[rank]) == capacity[rank]:  # full ranks leave the heap for good
+            load, rank = heapq.heappop(loads)
+        shares[rank].append(item)
+        heapq.heappush(loads, (load + item_cost(item, window_frames), rank))
+    return [shares[position % world_size][position // world_size] for position in range(len(items))]

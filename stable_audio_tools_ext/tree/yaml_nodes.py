@@ -1,0 +1,121 @@
+"""Read mappings, keys and scalars from PyYAML's node graph, reporting what plain YAML cannot be.
+
+The tree is validated on *nodes* rather than on ``yaml.safe_load``'s Python objects because only
+nodes still carry line numbers and show duplicate keys (``safe_load`` silently keeps the last one).
+This module owns those node-level details - line numbers, keys as path segments, duplicate keys,
+merge keys (``<<: *anchor``), safe construction of scalars - so that ``reader`` can walk the tree in
+terms of names and values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from .conditions import Problem
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def line_of(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def join(path: tuple[str, ...], key: str | None = None) -> str:
+    """A YAML path as written in messages: ``music/drum/sample-1``."""
+    return "/".join(path + ((key,) if key is not None else ()))
+
+
+def kind_of(node: yaml.Node) -> str:
+    """What a node is, in words for messages."""
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    return f"the scalar {node.value!r}"
+
+
+def is_safe(node: yaml.Node) -> bool:
+    """Whether the safe loader can construct this node's tag (no ``!!python/...`` objects)."""
+    return node.tag in yaml.SafeLoader.yaml_constructors
+
+
+class YamlNodes:
+    """One document's node graph; problems go to ``problems``, each reported once."""
+
+    def __init__(self, text: str, problems: list[Problem]) -> None:
+        self._loader = yaml.SafeLoader(text)
+        self.problems = problems
+        self._prepared: set[int] = set()
+        self._keys: dict[int, str | None] = {}
+
+    def report(self, path: str, message: str, node: yaml.Node | None = None) -> None:
+        self.problems.append(Problem(path, message, line_of(node) if node is not None else None))
+
+    def root(self) -> yaml.Node | None:
+        """The document's root node; ``None`` for an empty file or a syntax error (reported)."""
+        try:
+            return self._loader.get_single_node()
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark is not None else None
+            what = exc.problem or exc.context or "invalid YAML"
+            self.problems.append(Problem("", f"YAML syntax error: {what}", line))
+        except yaml.YAMLError as exc:
+            self.problems.append(Problem("", f"YAML error: {exc}"))
+        return None
+
+    def close(self) -> None:
+        self._loader.dispose()
+
+    def entries(self, node: yaml.MappingNode, path: tuple[str, ...]) -> list[tuple[str, yaml.Node, yaml.Node]]:
+        """Key/value pairs of a mapping, keys as strings; explicit keys override merged ('<<') ones."""
+        self.prepare(node, path)
+        entries: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key_node, value_node in node.value:
+            key = self.key(key_node, path)
+            if key is not None:
+                entries[key] = (key_node, value_node)
+        return [(key, key_node, value_node) for key, (key_node, value_node) in entries.items()]
+
+    def key(self, key_node: yaml.Node, path: tuple[str, ...]) -> str | None:
+        """A mapping key as a path segment string (reported once and ``None`` if it cannot be one)."""
+        if id(key_node) not in self._keys:
+            if isinstance(key_node, yaml.ScalarNode):
+                value = self.scalar(key_node, join(path))
+                self._keys[id(key_node)] = "null" if value is None else str(value)
+            else:
+                self.report(join(path), "keys must be plain names, not lists or mappings", key_node)
+                self._keys[id(key_node)] = None
+        return self._keys[id(key_node)]
+
+    def prepare(self, node: yaml.MappingNode, path: tuple[str, ...]) -> None:
+        """Once per node: report keys written twice, then resolve merge keys ('<<: *anchor') in place."""
+        if id(node) in self._prepared:
+            return
+        self._prepared.add(id(node))
+        seen: dict[str, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
+            key = self.key(key_node, path)
+            if key is None:
+                continue
+            if key in seen:
+                self.report(join(path, key), f"duplicate key (first defined on line {seen[key]})", key_node)
+            else:
+                seen[key] = line_of(key_node)
+        try:
+            self._loader.flatten_mapping(node)
+        except yaml.MarkedYAMLError as exc:
+            self.report(join(path), f"invalid merge key: {exc.problem}", node)
+
+    def scalar(self, node: yaml.ScalarNode, path: str) -> Any:
+        """The scalar's value as the safe loader constructs it (``None``, reported, if it cannot)."""
+        try:
+            return self._loader.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            message = getattr(exc, "problem", None) or str(exc)
+            self.report(path, f"cannot read value: {message} (only plain YAML is allowed)", node)
+            return None

@@ -1,0 +1,1 @@
+"""Tests of the deployment files: the SLURM scripts in example/slurm and the container definition."""

@@ -1,0 +1,216 @@
+"""The example sbatch scripts, submitted unchanged to a real SLURM (a one-node cluster on 127.0.0.1).
+
+Only environment variables and sbatch options differ from what a user would type: two CPU tasks
+instead of GPUs, the tiny offline model, a private output directory. The cluster is started once
+per module (``tests/slurm_cluster.py``) and every daemon is stopped by PID in the fixture's
+teardown, whether the tests pass or not.
+
+Needs root (to install Debian's slurm-wlm and munge when they are missing, and to run munged as the
+munge user); skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from tests.conftest import REPO_ROOT
+from tests.cluster.slurm_cluster import LocalSlurm, ensure_installed, free_port
+from tests.support import all_files, audio_files
+from tests.trees import DRUMS_AND_FX_FILES, DRUMS_AND_FX_TREE
+
+
+def on_local_slurm(test):
+    """Mark a test that submits jobs to the local cluster (skipped, with the reason, when not root)."""
+    needs_root = pytest.mark.skipif(
+        os.geteuid() != 0, reason="the local SLURM cluster needs root (apt-get install, munged as the munge user)"
+    )
+    return pytest.mark.slurm(needs_root(test))
+
+
+SCRIPTS = REPO_ROOT / "example" / "slurm"
+SINGLE_NODE = SCRIPTS / "generate_single_node.sbatch"
+MULTI_NODE = SCRIPTS / "generate_multi_node.sbatch"
+JOB_TIMEOUT = 420  # seconds; a job here takes 20-90 s, more when the machine is busy
+
+# Two CPU "GPUs": two tasks of one CPU on the single node (the scripts run one worker per task when
+# the node has no GPU). --time keeps a stuck job from outliving the test.
+CPU_OPTIONS = ["--ntasks-per-node=2", "--cpus-per-task=1", "--time=15"]
+
+SHORT_TREE, SHORT_FILES = DRUMS_AND_FX_TREE, DRUMS_AND_FX_FILES
+
+LONG_TREE = """\
+loops:
+  _defaults: {seconds_total: 2, n_samples: 5}
+  kick: {prompt: kick drum}
+  snare: {prompt: snare drum}
+  rain: {prompt: rain on a roof}
+  door: {prompt: a door slams}
+"""
+LONG_FILES = {f"loops/{leaf}_item-{k}.wav" for leaf in ("kick", "snare", "rain", "door") for k in range(1, 6)}
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    """A running one-node cluster; its daemons are stopped by PID at the end, even after a failure."""
+    ensure_installed()
+    root = Path(tempfile.mkdtemp(prefix="sat-slurm-"))  # under /tmp: munged must be able to reach it
+    cluster = LocalSlurm(root)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("script", [SINGLE_NODE, MULTI_NODE], ids=["single-node", "multi-node"])
+def test_scripts_parse_and_ask_slurm_for_what_resuming_needs(script: Path) -> None:
+    """Static checks, with or without a cluster: syntax, strict mode, the preemption directives, no secrets."""
+    text = script.read_text()
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    assert text.startswith("#!/bin/bash\n") and "\nset -euo pipefail\n" in text
+    directives = re.findall(r"^#SBATCH (\S+)", text, flags=re.M)
+    for needed in ("--signal=B:USR1@120", "--requeue", "--open-mode=append", "--exclusive"):
+        assert needed in directives, needed
+    assert "trap 'on_stop USR1' USR1" in text and "scontrol requeue" in text
+    assert "--signals-to-handle SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1" in text
+    assert not re.search(r"hf_[A-Za-z0-9]{20,}", text) and not re.search(r"\bHF_TOKEN=", text)
+    if script == SINGLE_NODE:
+        assert "--standalone" in text and "srun" not in text.split("set -euo pipefail")[1]
+    else:
+        assert "scontrol show hostnames" in text and "--rdzv-backend c10d" in text and '--nnodes "$nodes"' in text
+
+
+def job_env(slurm: LocalSlurm, hub_env: dict[str, str], tree: Path, out: Path, extra: str,
+            **more: str) -> dict[str, str]:  # fmt: skip
+    """The submitting environment: the knobs of the scripts, the offline tiny model, SLURM_CONF."""
+    env = slurm.env(hub_env)
+    for name in ("CONTAINER", "NPROC_PER_NODE", "EXTRA_ARGS", "COND_YAML", "OUTPUT_DIR", "REPO_DIR", "VENV"):
+        env.pop(name, None)
+    env.update(
+        COND_YAML=str(tree), OUTPUT_DIR=str(out), EXTRA_ARGS=extra,
+        REPO_DIR=str(REPO_ROOT), VENV=str(REPO_ROOT / ".venv"), **more,
+    )  # fmt: skip
+    return env
+
+
+def submit(slurm: LocalSlurm, script: Path, work: Path, env: dict[str, str], *options: str,
+           args: tuple[str, ...] = ()) -> tuple[str, Path]:  # fmt: skip
+    """sbatch [the CPU options, a private log and working directory, options] SCRIPT [args]."""
+    sbatch_options = [*CPU_OPTIONS, f"--chdir={work}", f"--output={work}/%x-%j.out", *options]
+    return slurm.sbatch(script, sbatch_options, env=env, args=args), work
+
+
+def job_log(work: Path, job_id: str) -> str:
+    logs = list(work.glob(f"*-{job_id}.out"))
+    return logs[0].read_text(errors="replace") if logs else "(no log yet)"
+
+
+def manifest_lines(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def assert_complete(out: Path, frames: dict[str, int]) -> None:
+    """Exactly the expected files, complete, each once in the manifest, no temporaries left."""
+    assert set(audio_files(out)) == set(frames)
+    assert not [name for name in all_files(out) if name.endswith(".partial")]
+    records = manifest_lines(out)
+    assert sorted(r["path"] for r in records) == sorted(frames), "each file exactly once in manifest.jsonl"
+    assert all(r["status"] == "ok" for r in records)
+    for name, expected in frames.items():
+        info = sf.info(str(out / name))
+        assert (info.samplerate, info.frames) == (44100, expected), name
+
+
+def clipped(seconds: dict[str, float]) -> dict[str, int]:
+    return {name: round(value * 44100) for name, value in seconds.items()}
+
+
+SHORT_SECONDS = {name: 1.5 if name.startswith("drums/") else 2.0 if "rain" in name else 1.0 for name in SHORT_FILES}
+
+
+@on_local_slurm
+def test_single_node_script_runs_unchanged_on_cpu_tasks(slurm, small_hub_env, tmp_path) -> None:
+    tree, out = tmp_path / "tree.yaml", tmp_path / "out"
+    tree.write_text(SHORT_TREE)
+    env = job_env(slurm, small_hub_env, tree, out, "--sample-steps 8 --batch-size 2")
+    # generate.py flags after the script name reach generate.py too
+    job_id, work = submit(slurm, SINGLE_NODE, tmp_path, env, "--job-name=sat-single", args=("--clip-length",))
+    end = slurm.wait_finished(job_id, JOB_TIMEOUT)
+    log = job_log(work, job_id)
+    assert end["JobState"] == "COMPLETED" and end["ExitCode"] == "0:0", f"{end}\n{log}\n{slurm.logs()}"
+    assert "running 2 CPU worker(s)" in log and "--nproc_per_node 2" in log and "--standalone" in log
+    assert "finished: every item is in" in log and f"done: {len(SHORT_FILES)} items" in log
+    assert_complete(out, clipped(SHORT_SECONDS))
+
+
+@on_local_slurm
+def test_multi_node_script_runs_with_srun_and_c10d_rendezvous(slurm, small_hub_env, tmp_path) -> None:
+    """The multi-node script on the one node we have: srun launcher, head-node lookup, c10d rendezvous."""
+    tree, out = tmp_path / "tree.yaml", tmp_path / "out"
+    tree.write_text(SHORT_TREE)
+    env = job_env(slurm, small_hub_env, tree, out, "--sample-steps 8 --clip-length", RDZV_PORT=str(free_port()))
+    job_id, work = submit(slurm, MULTI_NODE, tmp_path, env, "--nodes=1", "--job-name=sat-multi")
+    end = slurm.wait_finished(job_id, JOB_TIMEOUT)
+    log = job_log(work, job_id)
+    assert end["JobState"] == "COMPLETED" and end["ExitCode"] == "0:0", f"{end}\n{log}\n{slurm.logs()}"
+    assert f"rendezvous 127.0.0.1:{env['RDZV_PORT']}" in log and "--rdzv-backend c10d" in log
+    assert f"done: {len(SHORT_FILES)} items" in log
+    assert_complete(out, clipped(SHORT_SECONDS))
+
+
+@on_local_slurm
+@pytest.mark.parametrize("script", [SINGLE_NODE, MULTI_NODE], ids=["single-node", "multi-node"])
+def test_time_limit_signal_stops_cleanly_requeues_and_resumes(slurm, small_hub_env, tmp_path, script) -> None:
+    """SIGUSR1 to the batch script (what --signal=B:USR1@120 sends) mid-run: stop, requeue, resume, complete.
+
+    The single-node script passes the signal to torchrun, the multi-node one to srun (which passes
+    it to every process of its step, on every node).
+    """
+    tree, out = tmp_path / "tree.yaml", tmp_path / "out"
+    tree.write_text(LONG_TREE)
+    env = job_env(slurm, small_hub_env, tree, out, "--sample-steps 40 --batch-size 1 --clip-length",
+                  RDZV_PORT=str(free_port()))  # fmt: skip
+    job_id, work = submit(slurm, script, tmp_path, env, "--nodes=1", "--job-name=sat-requeue")
+
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while not audio_files(out):  # let the first run write a few files
+        assert time.monotonic() < deadline, f"no file written\n{job_log(work, job_id)}"
+        assert slurm.job_info(job_id).get("JobState") in ("PENDING", "RUNNING", "CONFIGURING"), job_log(work, job_id)
+        time.sleep(0.5)
+    slurm.run(["scancel", "--signal=USR1", "--batch", job_id])
+
+    # Snapshot what the first run wrote, once it has stopped and asked for the requeue: the second
+    # run needs several seconds to load the model before it could touch any of it.
+    while "requeueing job" not in job_log(work, job_id):
+        assert time.monotonic() < deadline, f"the job never requeued itself\n{job_log(work, job_id)}"
+        time.sleep(0.2)
+    first_run = {name: path.stat().st_mtime_ns for name, path in audio_files(out).items()}
+    assert 0 < len(first_run) < len(LONG_FILES), "the first run should have stopped part-way"
+
+    end = slurm.wait_finished(job_id, JOB_TIMEOUT)
+    log = job_log(work, job_id)
+    assert end["JobState"] == "COMPLETED" and end["ExitCode"] == "0:0", f"{end}\n{log}\n{slurm.logs()}"
+    runs = [r["JobState"] for r in slurm.completions(job_id)]  # jobcomp writes one line per run
+    assert len(runs) == 2 and runs[-1] == "COMPLETED" and runs[0] in ("REQUEUED", "PENDING"), (runs, log)
+
+    stopped = re.search(r"stopped by SIGUSR1: (\d+) of 20 items remain", log)
+    resumed = re.search(r"resume: (\d+) of 20 items already complete", log.split("restart 1")[-1])
+    assert stopped and resumed, log
+    assert int(resumed.group(1)) == len(first_run) == 20 - int(stopped.group(1))
+    assert "received SIGUSR1" in log and "restart 1" in log
+
+    assert_complete(out, clipped({name: 2.0 for name in LONG_FILES}))
+    final = {name: path.stat().st_mtime_ns for name, path in audio_files(out).items()}
+    assert {name: final[name] for name in first_run} == first_run, "the second run regenerated finished files"
+

@@ -1,0 +1,214 @@
+"""Generated folders as stable-audio-tools datasets, checked with stable-audio-tools' own dataset class.
+
+The dataset is built exactly as ``train.py --dataset-config`` builds it: ``create_dataloader_from_config``
+on the written JSON, which imports the written metadata module by path and constructs ``SampleDataset``;
+its items are then read with the class's own ``__getitem__`` (``torchaudio.load``, i.e. TorchCodec +
+FFmpeg - see docs/dependencies.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from stable_audio_tools_ext.datasets import training as dataset
+from stable_audio_tools_ext.datasets.training import parse_split_spec, split_of, split_position
+from stable_audio_tools_ext.output.manifest import load_records
+from stable_audio_tools_ext.run import cli
+from tests.support import audio_files, write
+
+TREE = """\
+drums:
+  _defaults: {seconds_total: 1.0, n_samples: 2}
+  kick: {prompt: kick drum}
+  snare: {prompt: snare drum, seconds_start: 0.5}
+  hat: {prompt: closed hi-hat}
+fx:
+  _defaults: {seconds_total: 0.8}
+  rain: {prompt: rain on a roof}
+  door: {prompt: a door slams, negative_prompt: music}
+  wind: {prompt: wind through trees}
+pad: {prompt: warm analog pad, seconds_total: 1.0}
+"""
+SPLIT = "train=0.5,val=0.5"
+SAMPLE_SIZE = 65536  # 1.49 s at 44.1 kHz: longer than every file, so no random crop offset
+
+
+@pytest.fixture(scope="module")
+def generated(small_model, tmp_path_factory) -> Path:
+    """A generated folder with a dataset config per split, as `generate.py --split` leaves it."""
+    tmp = tmp_path_factory.mktemp("dataset")
+    out = tmp / "out"
+    argv = ["--cond-yaml-path", str(write(tmp, TREE)), "--output-dir", str(out), "--clip-length",
+            "--sample-steps", "6", "--batch-size", "10", "--split", SPLIT]  # fmt: skip
+    assert cli.main(argv) == cli.EXIT_OK
+    return out
+
+
+def load_dataset(config_path: Path):
+    """stable-audio-tools' SampleDataset, built by its own factory from the written config file."""
+    import torchaudio
+    from stable_audio_tools.data.dataset import SampleDataset, create_dataloader_from_config
+
+    probe = config_path.parent / "drums/kick_item-1.wav"
+    try:
+        torchaudio.load(str(probe))
+    except (ImportError, RuntimeError) as exc:
+        pytest.fail(f"torchaudio.load cannot read WAV here ({exc}); it needs torchcodec and FFmpeg's shared "
+                    "libraries: run `make install` (docs/dependencies.md)")  # fmt: skip
+    config = json.loads(config_path.read_text())
+    loader = create_dataloader_from_config(
+        config, batch_size=2, sample_size=SAMPLE_SIZE, sample_rate=44100, audio_channels=2, num_workers=1
+    )
+    assert isinstance(loader.dataset, SampleDataset)
+    return loader.dataset
+
+
+def items_of(ds) -> dict[str, tuple]:
+    """Every ``(audio, info)`` the dataset yields, by the path it read; fails if an index fell back to another."""
+    items = {}
+    for index in range(len(ds)):
+        audio, info = ds[index]
+        assert info["path"] == ds.filenames[index], "SampleDataset skipped a file it could not load"
+        assert tuple(audio.shape) == (2, SAMPLE_SIZE)
+        items[info["path"]] = audio, info
+    return items
+
+
+def manifest_path_of(out: Path, scanned: str) -> str:
+    return Path(scanned).resolve().relative_to(out.resolve()).as_posix()
+
+
+def test_sample_dataset_yields_the_recorded_prompt_for_every_file(generated) -> None:
+    records = load_records(generated)
+    items = items_of(load_dataset(generated / "dataset_config.json"))
+    by_manifest_path = {manifest_path_of(generated, path): item for path, item in items.items()}
+    # every generated file exactly once: the split folders are what is scanned, not the root as well
+    assert set(by_manifest_path) == set(records) == {p for p in audio_files(generated) if not p.startswith("splits/")}
+    for relpath, (audio, info) in by_manifest_path.items():
+        record = records[relpath]
+        assert info["prompt"] == record["prompt"]
+        assert info["seconds_start"] == record["seconds_start"]  # no crop offset: files are shorter than the sample
+        assert info["seconds_total"] == record["seconds_total"]
+        data, _ = sf.read(generated / relpath, dtype="float32", always_2d=True)
+        assert np.allclose(np.abs(audio[:, : len(data)].numpy()), np.abs(data.T), atol=1e-6)  # PhaseFlipper may negate
+
+
+def test_each_split_config_holds_exactly_its_leaves(generated) -> None:
+    records = load_records(generated)
+    splits = parse_split_spec(SPLIT)
+    assert {r["split"] for r in records.values()} == set(splits)  # both splits have leaves (fixed by the leaf names)
+    leaves_seen: dict[str, str] = {}
+    for name in splits:
+        items = items_of(load_dataset(generated / f"dataset_config.{name}.json"))
+        paths = {manifest_path_of(generated, p) for p in items}
+        assert paths == {p for p, r in records.items() if r["split"] == name}
+        for path, (_, info) in items.items():
+            record = records[manifest_path_of(generated, path)]
+            assert info["prompt"] == record["prompt"] and record["split"] == split_of(record["leaf"], splits)
+            assert leaves_seen.setdefault(record["leaf"], name) == name  # a leaf never spans two splits
+
+
+def test_subcommand_rewrites_an_existing_folder_after_a_move(generated, tmp_path) -> None:
+    moved = tmp_path / "moved"
+    shutil.copytree(generated, moved, symlinks=True)
+    assert dataset.main([str(moved)]) == 0  # no split now: one config over the whole folder
+    assert not (moved / "splits").exists() and not list(moved.glob("dataset_config.*.json"))
+    assert all("split" not in r for r in load_records(moved).values())
+    config = json.loads((moved / "dataset_config.json").read_text())
+    assert config["dataset_type"] == "audio_dir"
+    assert config["datasets"] == [{"id": "moved", "path": f"{moved.resolve()}/",
+                                   "custom_metadata_module": str(moved.resolve() / "dataset_metadata.py")}]  # fmt: skip
+    items = items_of(load_dataset(moved / "dataset_config.json"))
+    records = load_records(moved)
+    assert {manifest_path_of(moved, p): i["prompt"] for p, (_, i) in items.items()} == {p: r["prompt"] for p, r in records.items()}
+
+    assert dataset.main([str(moved), "--split", "a=0.2,b=0.3,c=0.5"]) == 0
+    assert sorted(p.name for p in moved.glob("dataset_config.*.json")) == [
+        "dataset_config.a.json", "dataset_config.b.json", "dataset_config.c.json"]  # fmt: skip
+    assert sorted(p.name for p in (moved / "splits").iterdir()) == sorted({r["split"] for r in load_records(moved).values()})
+
+
+def test_split_spec_errors_are_clear() -> None:
+    assert parse_split_spec("train=0.9,val=0.1") == {"train": 0.9, "val": 0.1}
+    assert list(parse_split_spec("val=0.25, test=0.25 ,train=0.5")) == ["val", "test", "train"]
+    for spec, message in [
+        ("train=0.9,val=0.2", "add up to 1.1"),
+        ("train=0.9", "add up to 0.9"),
+        ("train", "expected NAME=FRACTION"),
+        ("train=a,val=0.1", "must be a number"),
+        ("train=1.5,val=-0.5", "must be in (0, 1]"),
+        ("train=0.5,train=0.5", "given twice"),
+        ("../x=1", "expected NAME=FRACTION"),
+    ]:
+        with pytest.raises(argparse.ArgumentTypeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            parse_split_spec(spec)
+
+
+def test_bad_split_exits_2_before_anything_is_written(tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--cond-yaml-path", str(write(tmp_path, TREE)), "--output-dir", str(out), "--split", "train=0.9,val=0.2"])
+    assert exit_info.value.code == cli.EXIT_USAGE
+    assert "argument --split: the fractions add up to 1.1; they must add up to 1" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_branch_named_like_the_split_folder_is_refused(small_hub, tmp_path, capsys) -> None:
+    tree = "splits:\n  a: {prompt: x}\n"
+    out = tmp_path / "out"
+    argv = ["--cond-yaml-path", str(write(tmp_path, tree)), "--output-dir", str(out), "--split", "train=1"]
+    assert cli.main(argv) == cli.EXIT_USAGE
+    assert "the tree puts files there too (splits/a_item-1.wav)" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_split_assignment_is_per_leaf_deterministic_and_proportional() -> None:
+    splits = {"train": 0.9, "val": 0.1}
+    leaves = [f"music/genre-{i % 7}/leaf-{i}" for i in range(4000)]
+    assigned = {leaf: split_of(leaf, splits) for leaf in leaves}
+    assert assigned == {leaf: split_of(leaf, splits) for leaf in reversed(leaves)}  # independent of other leaves
+    assert sum(s == "val" for s in assigned.values()) / len(leaves) == pytest.approx(0.1, abs=0.015)
+    wider = {"train": 0.8, "val": 0.2}  # moving the boundary only moves leaves from train to val
+    assert all(split_of(leaf, wider) == "val" for leaf, s in assigned.items() if s == "val")
+    assert split_position("music/drum/kick") == split_position("music/drum/kick")
+    assert 0 <= split_position("x") < 1
+
+
+def test_metadata_module_is_standalone_and_rejects_flagged_files(generated, tmp_path) -> None:
+    """The written module needs only the standard library (training runs elsewhere) and skips flagged files."""
+    folder = tmp_path / "copy"
+    shutil.copytree(generated, folder, symlinks=True)
+    records = load_records(folder)
+    silent = next(iter(records))
+    records[silent]["status"] = "silent"
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records.values()))
+    (folder / "stray.wav").write_bytes(b"")
+    probe = f"""
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("metadata_module", {str(folder / "dataset_metadata.py")!r})
+module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
+assert not [m for m in sys.modules if m.startswith(("stable_audio_tools", "numpy", "torch"))]
+out = {{p: module.get_custom_metadata({{"path": {str(folder)!r} + "/" + p, "seconds_start": 0}}, None) for p in {sorted(records)!r}}}
+try:
+    module.get_custom_metadata({{"path": {str(folder / "stray.wav")!r}}}, None)
+except KeyError as exc:
+    out["stray"] = str(exc)
+print(json.dumps(out))
+"""
+    # -I -S: no site-packages, no PYTHONPATH - only the standard library is importable.
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    answers = json.loads(result.stdout)
+    assert answers.pop(silent) == {"__reject__": True}
+    assert "no record for 'stray.wav'" in answers.pop("stray")
+    assert answers == {p: {"prompt": r["prompt"], "seconds_start": r["seconds_start"], "seconds_total": r["seconds_total"]}
+                       for p, r in records.items() if p != silent}  # fmt: skip

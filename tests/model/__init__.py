@@ -1,0 +1,1 @@
+"""Tests of ``stable_audio_tools_ext.model``."""
