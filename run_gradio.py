@@ -17,12 +17,18 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from stable_audio_tools_ext.model.loading import ModelLoadError, load_model
-from stable_audio_tools_ext.model.options import add_model_arguments, model_spec_from_args
-from stable_audio_tools_ext.run.distributed import init_distributed
-from stable_audio_tools_ext.studio.app import build_app
-from stable_audio_tools_ext.studio.files import prepare_tmp_dir
-from stable_audio_tools_ext.studio.settings import StudioSettings, launch_options, read_auth_file
+from stable_audio_tools_ext.quiet import hide_library_warnings
+
+hide_library_warnings()  # before the imports below, which import the libraries that warn
+
+from stable_audio_tools_ext.model.loading import load_model  # noqa: E402
+from stable_audio_tools_ext.model.options import add_model_arguments, model_spec_from_args  # noqa: E402
+from stable_audio_tools_ext.model.spec import ModelLoadError  # noqa: E402
+from stable_audio_tools_ext.run.distributed import init_distributed  # noqa: E402
+from stable_audio_tools_ext.run.exits import ConciseArgumentParser  # noqa: E402
+from stable_audio_tools_ext.studio.app import build_app  # noqa: E402
+from stable_audio_tools_ext.studio.files import clean_tmp_dir, prepare_tmp_dir  # noqa: E402
+from stable_audio_tools_ext.studio.settings import StudioSettings, launch_options, read_auth_file  # noqa: E402
 
 EXIT_USAGE = 2
 
@@ -42,7 +48,7 @@ def _positive_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ConciseArgumentParser(
         prog="run_gradio.py",
         description="Interactive Stable Audio studio (Gradio) on the same engine as generate.py.",
     )
@@ -59,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tmp-dir",
         type=Path,
         default=Path(tempfile.gettempdir()) / f"stable-audio-studio-{os.getuid()}",
-        help="where generated files go; the only folder the app serves files from (default: %(default)s)",
+        help="where generated files go, the only folder the app serves files from: a directory of yours with mode 700, made so when missing (default: %(default)s)",
     )
     files.add_argument(
         "--tmp-max-age-hours", type=_positive_float, default=24.0,
@@ -96,23 +102,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         auth = _auth(args)
-        removed = prepare_tmp_dir(args.tmp_dir, args.tmp_max_age_hours * 3600)
+        tmp_dir = prepare_tmp_dir(args.tmp_dir)
+        removed = clean_tmp_dir(tmp_dir, args.tmp_max_age_hours * 3600)
         spec = model_spec_from_args(args)
         loaded = load_model(spec, init_distributed(args.device).device, args.precision)
     except (ValueError, OSError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if removed:
-        print(f"removed {removed} files older than {args.tmp_max_age_hours:g} h from {args.tmp_dir}")
+        print(f"removed {removed} files older than {args.tmp_max_age_hours:g} h from {tmp_dir}")
     if auth is None and (args.share or not _is_loopback(args.host)):
         print("warning: the studio is reachable from other machines without a password: add --auth-file", file=sys.stderr)
     settings = StudioSettings(
-        tmp_dir=args.tmp_dir, max_age_seconds=args.tmp_max_age_hours * 3600, max_variations=args.max_variations,
+        tmp_dir=tmp_dir, max_age_seconds=args.tmp_max_age_hours * 3600, max_variations=args.max_variations,
         max_batch_items=args.max_batch_items, batch_size=args.batch_size,
         max_upload_bytes=int(args.max_upload_mb * 1_000_000),
     )  # fmt: skip
     app = build_app(loaded, settings)
-    app.queue().launch(**launch_options(settings, args.host, args.port, args.share, auth))
+    _, local_url, _ = app.queue().launch(**launch_options(settings, args.host, args.port, args.share, auth))
+    print(f"* Running on local URL:  {local_url}", flush=True)  # Gradio prints the public one itself
+    if not args.share:
+        print("* To create a public link, add --share (with --auth-file: anyone with the link can use the studio)", flush=True)
+    app.block_thread()
     return 0
 
 

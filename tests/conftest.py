@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from stable_audio_tools_ext.model.tiny import DEMO_REPO_ID, build_tiny_hub_cache, offline_hub_env
+from tests.chromium import ensure_chromium
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CACHE = REPO_ROOT / ".cache"
@@ -54,6 +55,13 @@ def small_model(small_hub: Path):
     """The small-window tiny model, loaded through the real hub path, on CPU."""
     import torch
 
-    from stable_audio_tools_ext.model.loading import ModelRequest, load_model, read_model_spec
+    from stable_audio_tools_ext.model.loading import load_model
+    from stable_audio_tools_ext.model.spec import ModelRequest, read_model_spec
 
     return load_model(read_model_spec(ModelRequest(pretrained_name=DEMO_REPO_ID)), torch.device("cpu"))
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """The browser of every test that needs one, found or installed once per session (``tests/chromium.py``)."""
+    return ensure_chromium()

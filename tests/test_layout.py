@@ -18,12 +18,13 @@ PACKAGE = REPO_ROOT / "stable_audio_tools_ext"
 # What each subpackage may import from the rest of the package (``request`` is the shared value type).
 ALLOWED = {
     "request": set(),
+    "quiet": set(),  # the upstream warnings every entry point hides
     "tree": {"request"},
-    "model": {"request", "output"},  # output: export writes its files atomically
+    "model": {"request", "output", "quiet"},  # output: export writes its files atomically; quiet: export's main
     "output": {"tree", "request"},
     "sampling": {"model", "tree", "request"},
     "datasets": {"output", "tree", "request"},
-    "run": {"tree", "model", "sampling", "output", "datasets", "request"},
+    "run": {"tree", "model", "sampling", "output", "datasets", "request", "quiet"},
     "studio": {"tree", "model", "sampling", "output", "datasets", "run", "request"},
 }
 
@@ -73,7 +74,8 @@ def test_imports_run_one_way(module: Path) -> None:
 
 def test_import_checker_sees_relative_imports() -> None:
     """Guards the test above against passing vacuously."""
-    assert _imported_stages(PACKAGE / "run" / "job.py") >= {"output", "sampling", "model", "tree", "request"}
+    assert _imported_stages(PACKAGE / "run" / "job.py") >= {"output", "sampling", "model", "tree"}
+    assert _imported_stages(PACKAGE / "run" / "outputs.py") >= {"request", "tree"}
     assert _imported_stages(PACKAGE / "studio" / "actions.py") >= {"run", "tree"}
 
 

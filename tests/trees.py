@@ -41,3 +41,15 @@ DRUMS_AND_FX_FILES = {
     "drums/kick_item-1.wav", "drums/kick_item-2.wav", "drums/snare_item-1.wav", "drums/snare_item-2.wav",
     "fx/rain_item-1.wav", "fx/door_item-1.wav",
 }  # fmt: skip
+
+
+def alias_bomb(levels: int = 10, width: int = 10) -> str:
+    """A "billion laughs" tree: each level names the one below ``width`` times, so ``width**levels`` leaves.
+
+    The anchors live in top-level ``x-`` blocks (ignored as such); ``top`` expands them all. The
+    defaults make 10^10 leaves from about a kilobyte: a reader that expands before it counts never ends.
+    """
+    lines = ["x-l0: &l0 {prompt: boom}"]
+    for level in range(1, levels + 1):
+        lines.append(f"x-l{level}: &l{level} {{" + ", ".join(f"a{i}: *l{level - 1}" for i in range(width)) + "}")
+    return "\n".join(lines) + f"\ntop: *l{levels}\n"

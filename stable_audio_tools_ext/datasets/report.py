@@ -34,8 +34,8 @@ from ..output.atomic import atomic_write_text
 from ..output.manifest import MANIFEST_NAME, Record, load_records
 from ..output.resume import VALID_STATUSES  # the statuses of items whose file was written
 from ..output.stats import dbfs
+from ..tree.reserved import REPORT_NAME
 
-REPORT_NAME = "report.html"
 SAMPLES_PER_BRANCH = 4
 MAX_FLAGGED_ROWS = 500  # beyond this the table would bury the page; the count is still given
 TOP_LEVEL = "(top level)"  # branch name of leaves at the root of the tree

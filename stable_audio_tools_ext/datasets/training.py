@@ -39,11 +39,10 @@ from rich.console import Console
 from ..output.atomic import atomic_write_text
 from ..output.manifest import ManifestWriter, Record, fold_parts, load_records
 from ..output.normalize import NORMALIZE_MODES, normalization_from_args
-from ..tree.plan import WorkItem
+from ..tree.reserved import DATASET_CONFIG_NAME as CONFIG_NAME
+from ..tree.reserved import DATASET_METADATA_NAME as METADATA_MODULE_NAME
+from ..tree.reserved import SPLITS_DIRNAME, split_config_name
 
-METADATA_MODULE_NAME = "dataset_metadata.py"
-CONFIG_NAME = "dataset_config.json"
-SPLITS_DIRNAME = "splits"
 SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 # Statuses of files a model should train on; "silent" files are written but flagged as failures.
 TRAINABLE_STATUSES = ("ok",)
@@ -186,18 +185,17 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--report", action="store_true", help="after the run, write report.html (see docs/datasets.md)")
 
 
-def dataset_argument_problems(args: argparse.Namespace, items: Sequence[WorkItem]) -> list[str]:
-    """What is wrong with the dataset flags, checked with the other inputs before anything runs."""
+def dataset_argument_problems(args: argparse.Namespace) -> list[str]:
+    """What is wrong with the dataset flags, checked with the other inputs before anything runs.
+
+    A tree cannot put files under ``splits/``: the tree check refuses a top-level branch of that
+    name (``tree.reserved``).
+    """
     problems = []
     try:
         normalization_from_args(args)
     except ValueError as exc:
         problems.append(str(exc))
-    if args.split is not None:
-        clash = next((item.relpath for item in items if item.relpath.startswith(f"{SPLITS_DIRNAME}/")), None)
-        if clash is not None:
-            problems.append(f"--split writes its folders to {SPLITS_DIRNAME}/ in the output dir, "
-                            f"but the tree puts files there too ({clash}); rename that branch")  # fmt: skip
     return problems
 
 
@@ -277,9 +275,9 @@ def write_dataset(output_dir: Path, splits: dict[str, float] | None = None) -> D
     records = load_records(output_dir)
     metadata_module = output_dir / METADATA_MODULE_NAME
     atomic_write_text(metadata_module, METADATA_MODULE_SOURCE)
-    for stale in output_dir.glob("dataset_config.*.json"):
+    for stale in output_dir.glob(split_config_name("*")):
         stale.unlink()
-    if clash is None:  # else splits/ is a branch of the tree, and no split was asked for
+    if clash is None:  # else splits/ is a branch of a tree from before the name was reserved, and no split was asked for
         _remove_split_tree(output_dir / SPLITS_DIRNAME)
     result = DatasetFiles()
     if not splits:
@@ -301,7 +299,7 @@ def write_dataset(output_dir: Path, splits: dict[str, float] | None = None) -> D
     atomic_write_text(output_dir / CONFIG_NAME, _config(list(datasets.values()), metadata_module))
     result.configs.append(output_dir / CONFIG_NAME)
     for name, dataset in datasets.items():
-        path = output_dir / f"dataset_config.{name}.json"
+        path = output_dir / split_config_name(name)
         atomic_write_text(path, _config([dataset], metadata_module))
         result.configs.append(path)
     return result

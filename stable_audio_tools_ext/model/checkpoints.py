@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Literal
 
 import torch
 
-Weights = Literal["ema", "online"]
+from .spec import Weights
 
 _ONLINE_PREFIX = "diffusion."
 _EMA_PREFIX = "diffusion_ema.ema_model."

@@ -19,8 +19,10 @@ from pathlib import Path
 import torch
 
 from ..output.atomic import atomic_open, atomic_write_text
+from ..quiet import hide_library_warnings
 from .checkpoints import CheckpointError
-from .loading import ModelLoadError, ModelRequest, load_model, read_model_spec
+from .loading import load_model
+from .spec import ModelLoadError, ModelRequest, read_model_spec
 
 EXIT_USAGE = 2
 
@@ -64,6 +66,7 @@ def export_model(
 
 
 def main(argv: list[str] | None = None) -> int:
+    hide_library_warnings()  # before the model is built: stable-audio-tools warns as it is imported and built
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("ckpt_path", type=Path, help="training (Lightning) checkpoint or any loadable checkpoint")
     parser.add_argument("--output-dir", type=Path, required=True, help="folder to write the model into")

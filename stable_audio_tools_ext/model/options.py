@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .loading import PRECISIONS, ModelRequest, ModelSpec, read_model_spec
+from .spec import PRECISION_NAMES, ModelRequest, ModelSpec, read_model_spec
 
 DEFAULT_MODEL = "stabilityai/stable-audio-open-1.0"
 
@@ -44,7 +44,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument(
         "--precision",
-        choices=tuple(PRECISIONS),
+        choices=PRECISION_NAMES,
         help="DiT precision (default: bf16 on CUDA GPUs that support it, else fp16 on CUDA; fp32 on CPU)",
     )
     model.add_argument(

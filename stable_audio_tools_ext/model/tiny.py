@@ -32,6 +32,8 @@ from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..quiet import hide_library_prints, hide_library_warnings
+
 DEMO_REPO_ID = "stabilityai/stable-audio-open-1.0"
 SMALL_REPO_ID = "stabilityai/stable-audio-open-small"
 T5_REPO_ID = "t5-base"
@@ -271,7 +273,8 @@ def _build(hub: Path, config: dict, seed: int, repo_id: str, weights_name: str) 
             from stable_audio_tools.models.factory import create_model_from_config
 
             torch.manual_seed(seed)
-            model = create_model_from_config(config)
+            with hide_library_prints():  # the DiT's first import prints a flash-attn notice
+                model = create_model_from_config(config)
         finally:
             constants.HF_HUB_CACHE, constants.HF_HUB_OFFLINE = saved
         _make_prompt_audible(model)
@@ -372,6 +375,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sample-size", type=int, help="generation window in samples (default: the real model's)")
     parser.add_argument("--repo-id", choices=tuple(_VARIANTS), default=DEMO_REPO_ID, help="which architecture")
     args = parser.parse_args(argv)
+    hide_library_warnings()
     # stable_audio_tools prints notices to stdout; keep stdout to the path so shells can capture it.
     with contextlib.redirect_stdout(sys.stderr):
         hf_home = build_tiny_hub_cache(args.hf_home, sample_size=args.sample_size, repo_id=args.repo_id)

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from ..tree.reserved import PARTIAL_SUFFIX
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -24,8 +26,6 @@ def _current_umask() -> int:
 # mkstemp creates files readable by the owner only; finished files get the usual umask-based mode so
 # that collaborators on a shared cluster filesystem can read the results.
 _FILE_MODE = 0o666 & ~_current_umask()
-
-PARTIAL_SUFFIX = ".partial"
 
 
 @contextmanager

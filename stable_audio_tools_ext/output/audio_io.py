@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
-import torch
+
+if TYPE_CHECKING:  # torch is imported by whoever has a tensor; the CLI's input checks stay torch-free
+    import torch
 
 from .atomic import atomic_open
 
@@ -41,7 +44,7 @@ def to_samples(audio: torch.Tensor, sample_rate: int, clip_seconds: float | None
     """
     if clip_seconds is not None:
         audio = audio[:, : int(round(clip_seconds * sample_rate))]
-    return audio.detach().to("cpu", torch.float32).clamp(-1.0, 1.0).T.contiguous().numpy()
+    return audio.detach().cpu().float().clamp(-1.0, 1.0).T.contiguous().numpy()
 
 
 def write_audio_atomic(path: Path, samples: np.ndarray, sample_rate: int, fmt: AudioFormat) -> None:

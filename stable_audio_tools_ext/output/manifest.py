@@ -20,10 +20,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..tree.reserved import MANIFEST_NAME
+from ..tree.reserved import MANIFEST_PARTS_DIRNAME as PARTS_DIRNAME
 from .atomic import atomic_write_text
-
-MANIFEST_NAME = "manifest.jsonl"
-PARTS_DIRNAME = ".manifest-parts"
 
 Record = dict[str, Any]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pyloudnorm
 
 # Below this peak a file is flagged "silent": almost certainly a failed generation, not a quiet sound
 # (16-bit PCM's smallest step is 3e-5).
@@ -42,6 +41,8 @@ def integrated_loudness(samples: np.ndarray, sample_rate: int) -> tuple[float | 
         return None, f"loudness is defined for 1 to {LOUDNESS_MAX_CHANNELS} channels"
     if len(samples) < LOUDNESS_BLOCK_SECONDS * sample_rate:
         return None, f"shorter than the {LOUDNESS_BLOCK_SECONDS} s loudness gating block"
+    import pyloudnorm  # 1 s to import (scipy): only when a file is measured, not for `generate.py -h`
+
     lufs = pyloudnorm.Meter(sample_rate).integrated_loudness(samples.astype(np.float64))
     if not np.isfinite(lufs):
         return None, "below the -70 LUFS absolute gate (silent)"

@@ -11,49 +11,28 @@ import argparse
 import os
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from rich.console import Console
 
-# Warnings that upstream libraries print on every run and that a user cannot act on.
-_KNOWN_LIBRARY_WARNINGS = (
-    r"pkg_resources is deprecated",  # clip, imported by k-diffusion
-    r"`torch\.nn\.utils\.weight_norm` is deprecated",  # the Oobleck VAE
-    r"`torch\.cuda\.amp\.autocast\(args\.\.\.\)` is deprecated",  # the T5 conditioner
-    r"CUDA is not available or torch_xla is imported",  # the T5 conditioner's autocast on CPU
-)
-for _message in _KNOWN_LIBRARY_WARNINGS:  # before the imports below, which trigger some of them
-    warnings.filterwarnings("ignore", message=_message)
+from ..quiet import hide_library_warnings
 
-from ..datasets.training import add_dataset_arguments, dataset_argument_problems, finish_dataset  # noqa: E402
+hide_library_warnings()  # before the imports below, which trigger some of them
+
+from ..datasets.training import add_dataset_arguments, dataset_argument_problems  # noqa: E402
 from ..model.families import SAMPLER_NAMES  # noqa: E402
-from ..model.loading import LoadedModel, ModelLoadError, ModelSpec, compile_dit, load_model, resolve_precision  # noqa: E402
 from ..model.options import add_model_arguments, model_spec_from_args  # noqa: E402
-from ..output.atomic import remove_partial_files  # noqa: E402
+from ..model.spec import ModelLoadError, ModelSpec  # noqa: E402
 from ..output.audio_io import FORMATS  # noqa: E402
-from ..output.manifest import ManifestWriter, fold_parts, load_records  # noqa: E402
-from ..output.normalize import normalization_from_args  # noqa: E402
-from ..output.resume import OutputSettings, ResumeState, resume_state  # noqa: E402
-from ..output.writer import WriteError  # noqa: E402
-from ..sampling.autobatch import AutoBatchSize  # noqa: E402
-from ..tree.conditions import ConditionTreeError, Problem  # noqa: E402
-from ..tree.plan import DEFAULT_MAX_ITEMS, SamplingDefaults, WorkItem, balanced_order, build_plan  # noqa: E402
+from ..sampling.chunking import DECODE_OVERLAP_PER_SIDE, MIN_DECODE_CHUNK, decode_chunk_frames  # noqa: E402
+from ..tree.conditions import Condition, ConditionTreeError, Problem, warnings_report  # noqa: E402
+from ..tree.plan import DEFAULT_MAX_ITEMS, SamplingDefaults, WorkItem, balanced_order, build_plan, plan_warnings  # noqa: E402
 from ..tree.reader import read_condition_file  # noqa: E402
-from .distributed import DistContext, barrier, broadcast_from_main, init_distributed, shard, shutdown  # noqa: E402
-from .job import RankOutcome, run_rank, written_seconds  # noqa: E402
-from .progress import ProgressDisplay, RankProgress, job_totals, remove_progress  # noqa: E402
-from .signals import GracefulStop  # noqa: E402
-from .views import dry_run_plan, imbalance, model_description, output_tree, rank_costs, start_table  # noqa: E402
+from .exits import EXIT_OK, ConciseArgumentParser, launched_as, print_problems, where  # noqa: E402
+from .outputs import current_state, seconds_of  # noqa: E402
 
 LOG_WIDTH = 160  # columns when writing to a log file (SLURM, CI) rather than a terminal
-EXIT_OK = 0
-EXIT_USAGE = 2  # bad input: nothing was generated or written
-EXIT_INTERRUPTED = 3  # stopped by a signal after finishing the batch in flight; rerun to resume
-EXIT_NONFINITE = 4  # some items came out NaN/Inf and were not written (see the manifest's status)
-EXIT_WRITE_FAILED = 5  # an output file could not be written (disk full, path not creatable, ...)
 
 
 class UsageError(ValueError):
@@ -105,7 +84,7 @@ def _finite_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ConciseArgumentParser(
         prog="generate.py",
         description=(
             "Generate a dataset of audio files from a YAML tree of prompts with Stable Audio Open. "
@@ -157,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_batch_size,
         default=4,
         help="items per forward pass on each rank (default: %(default)s), or 'auto': the largest that fits "
-        "the GPU's free memory, probed per latent length; changes speed and memory, never the audio",
+        "the GPU's free memory, probed per latent length and CFG on/off; changes speed and memory, and the audio "
+        "only by float round-off (measured on an H100: bf16 identical, fp32 within 1e-6; see docs/reproducibility.md)",
     )
     run.add_argument(
         "--latent-length",
@@ -168,8 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--decode-chunk",
-        type=_positive_int,
-        help="VAE-decode in chunks of this many latent frames (overlapping 16 per side) to bound memory",
+        type=decode_chunk_frames,
+        help=f"VAE-decode in chunks of this many latent frames (at least {MIN_DECODE_CHUNK}; neighbouring chunks "
+        f"overlap {DECODE_OVERLAP_PER_SIDE} per side) to bound memory",
     )
     run.add_argument("--compile", action="store_true", help="torch.compile the DiT (pays off on long GPU runs)")
     run.add_argument(
@@ -185,8 +166,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--world-size",
         type=_positive_int,
-        default=int(os.environ.get("WORLD_SIZE", "1")),
-        help="with --dry-run: number of ranks to plan for (default: $WORLD_SIZE or 1)",
+        help="with --dry-run only: number of ranks to plan for (default: $WORLD_SIZE or 1); "
+        "a real run takes its world size from torchrun",
+    )
+    run.add_argument(
+        "--check",
+        action="store_true",
+        help="check the flags, the tree, the model config and the output dir, print one line, and exit "
+        "(0: good, 2: problems); imports no torch: what the SLURM scripts run before starting torchrun",
+    )
+    run.add_argument(
+        "--dist-timeout",
+        type=_positive_float,
+        default=60.0,
+        help="minutes any rank may wait in a collective call (default: %(default)s); the longest wait is "
+        "the other ranks' while rank 0 scans the output dir to resume, so very large outputs on slow "
+        "filesystems may need more",
     )
     run.add_argument(
         "--max-items",
@@ -211,60 +206,88 @@ def _check_output_dir(output_dir: Path) -> None:
         raise UsageError(f"--output-dir {output_dir}: no permission to write in {existing}")
 
 
-def _print_problems(problems: list[Problem], source: str, other_errors: list[str]) -> int:
-    """Print every input problem (YAML ones sorted by line) and return the usage exit code."""
+def _report(args: argparse.Namespace, problems: list[Problem], errors: list[str]) -> int:
+    """Print this rank's input problems; return the usage exit code.
+
+    Rank 0 prints everything. Under torchrun the other ranks check too, on their own node: they
+    print what can differ between nodes (the model cache, the output dir, an unreadable tree file),
+    each line naming the rank and host, and leave the tree's contents to rank 0.
+    """
+    rank, world_size = launched_as()
+    if rank != 0:
+        problems = [p for p in problems if p.line is None and not p.yaml_path]  # the file itself, not its contents
+    return print_problems(problems, str(args.cond_yaml_path), errors, prefix=where(rank, world_size))
+
+
+def _flag_problems(args: argparse.Namespace) -> list[str]:
+    """Problems with flags that need no model: the output dir, flag combinations."""
+    errors = []
+    try:
+        _check_output_dir(args.output_dir)
+    except UsageError as exc:
+        errors.append(str(exc))
+    if args.world_size is not None and not args.dry_run:
+        errors.append("--world-size only applies with --dry-run; a real run takes its world size from torchrun")
+    return errors
+
+
+def _family_problems(leaves: list[Condition], spec: ModelSpec) -> list[Problem]:
+    """Leaves whose sampler the model cannot use (the tree is first read knowing every sampler name)."""
+    family = spec.family
+    return [
+        Problem(f"{leaf.name}/sampler_type", f"sampler {leaf.sampler_type!r} does not work with this model "
+                f"({spec.objective}); use one of {', '.join(family.samplers)}", leaf.line)
+        for leaf in leaves
+        if leaf.sampler_type is not None and leaf.sampler_type not in family.samplers
+    ]  # fmt: skip
+
+
+def _check_inputs(args: argparse.Namespace) -> tuple[list[WorkItem], ModelSpec] | int:
+    """Validate the flags, the tree, the model config and the plan, reporting every problem found.
+
+    The tree is read first and, if it has problems, they are reported (with the flag problems)
+    before the model is even looked up: a typo costs no hub round trip and no torch import. A tree
+    that reads cleanly is then checked against the model (window, samplers, collisions) in one go.
+    """
+    leaves, problems = read_condition_file(args.cond_yaml_path, SAMPLER_NAMES, max_items=args.max_items)
+    errors = _flag_problems(args)
     if problems:
-        print(f"error: {ConditionTreeError(problems, source).report()}", file=sys.stderr)
-    for message in other_errors:
-        print(f"error: {message}", file=sys.stderr)
-    return EXIT_USAGE
-
-
-def _check_inputs(args: argparse.Namespace, is_main: bool) -> tuple[list[WorkItem], ModelSpec] | int:
-    """Validate the tree, the model config, the plan and the output dir; report all problems at once."""
-    source = str(args.cond_yaml_path)
-    errors: list[str] = []
-    spec = None
-    items: list[WorkItem] = []
+        return _report(args, problems, errors + dataset_argument_problems(args))
     try:
         spec = model_spec_from_args(args)
     except ModelLoadError as exc:
-        errors.append(str(exc))
-    samplers = spec.family.samplers if spec is not None else SAMPLER_NAMES
-    leaves, problems = read_condition_file(args.cond_yaml_path, samplers)
-    if spec is not None:
-        errors += _apply_model_defaults(args, spec)
-    if spec is not None and not errors:
+        return _report(args, [], errors + [str(exc)] + dataset_argument_problems(args))
+    errors += _apply_model_defaults(args, spec)
+    problems = _family_problems(leaves, spec)
+    items: list[WorkItem] = []
+    if not errors and not problems:
         defaults = SamplingDefaults(
             steps=args.sample_steps, cfg_scale=args.cfg_scale, sampler_type=args.sampler_type,
             sigma_min=args.sigma_min, sigma_max=args.sigma_max, n_samples=args.n_sample_per_cond, base_seed=args.seed,
         )  # fmt: skip
         try:
             items = build_plan(
-                leaves, defaults, spec.window_seconds, FORMATS[args.format].extension, source, args.max_items,
-                spec.geometry, args.latent_length,
+                leaves, defaults, spec.window_seconds, FORMATS[args.format].extension, str(args.cond_yaml_path),
+                args.max_items, spec.geometry, args.latent_length,
             )  # fmt: skip
         except ConditionTreeError as exc:
-            problems = problems + exc.problems
-    try:
-        _check_output_dir(args.output_dir)
-    except UsageError as exc:
-        errors.append(str(exc))
-    errors += dataset_argument_problems(args, items)
-    if problems or errors or spec is None:
-        return _print_problems(problems, source, errors) if is_main else EXIT_USAGE
+            problems = exc.problems
+    errors += dataset_argument_problems(args)
+    if problems or errors:
+        return _report(args, problems, errors)
+    tree_warnings = plan_warnings(items)
+    if tree_warnings and launched_as()[0] == 0:
+        print(warnings_report(tree_warnings, str(args.cond_yaml_path)), file=sys.stderr)
     return items, spec
 
 
 def _apply_model_defaults(args: argparse.Namespace, spec: ModelSpec) -> list[str]:
-    """Fill unset sampling flags and the precision from the model; return what does not fit it."""
+    """Fill unset sampling flags from the model; return what does not fit it."""
     family = spec.family
     for flag, default in (("sampler_type", family.sampler_type), ("sample_steps", family.steps),
                           ("cfg_scale", family.cfg_scale), ("sigma_min", family.sigma_min), ("sigma_max", family.sigma_max)):  # fmt: skip
         if getattr(args, flag) is None:
             setattr(args, flag, default)
-    device_type = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
-    args.precision = resolve_precision(args.precision, device_type)
     errors = []
     if args.sampler_type not in family.samplers:
         errors.append(f"--sampler-type {args.sampler_type} does not work with this model ({spec.objective}); "
@@ -276,164 +299,42 @@ def _apply_model_defaults(args: argparse.Namespace, spec: ModelSpec) -> list[str
     return errors
 
 
-def _output_settings(args: argparse.Namespace, spec: ModelSpec) -> OutputSettings:
-    return OutputSettings(
-        model=spec.source, model_revision=spec.revision, precision=args.precision,
-        audio_format=args.format, clip_length=args.clip_length, normalization=normalization_from_args(args),
-    )  # fmt: skip
+def _resolve_precision(args: argparse.Namespace) -> None:
+    """The DiT's precision (it is part of every item's fingerprint); needs torch to look at the GPU."""
+    import torch
 
+    from ..model.loading import resolve_precision
 
-def _resume(args: argparse.Namespace, items: list[WorkItem], spec: ModelSpec) -> ResumeState:
-    records = {} if args.overwrite else load_records(args.output_dir)
-    return resume_state(items, records, args.output_dir, _output_settings(args, spec))
-
-
-def _seconds_of(args: argparse.Namespace, items: list[WorkItem], spec: ModelSpec) -> dict[str, float]:
-    return {i.relpath: written_seconds(i, spec.geometry, args.clip_length) for i in items}
+    device_type = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    args.precision = resolve_precision(args.precision, device_type)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    is_main = os.environ.get("RANK", "0") == "0"
     console = Console(highlight=False)
     if not console.is_terminal:
         console.width = LOG_WIDTH
     started = time.perf_counter()
-    checked = _check_inputs(args, is_main)
+    checked = _check_inputs(args)
     if isinstance(checked, int):
         return checked
     items, spec = checked
+    if args.check:
+        console.print(f"ok: {len(items)} items from {args.cond_yaml_path} for {spec.source}", soft_wrap=True)
+        return EXIT_OK
+    _resolve_precision(args)
     if args.dry_run:
-        if is_main:
-            state = _resume(args, items, spec)
-            order = balanced_order(state.pending, args.world_size, spec.geometry.window_frames)
-            console.print(dry_run_plan(args.output_dir, items, state, order, args.world_size, _seconds_of(args, items, spec),
+        rank, launched_world_size = launched_as()
+        if rank == 0:
+            from .views import dry_run_plan  # imports torch (DistributedSampler) for the per-rank split
+
+            world_size = args.world_size or launched_world_size
+            state = current_state(args, items, spec)
+            order = balanced_order(state.pending, world_size, spec.geometry.window_frames)
+            console.print(dry_run_plan(args.output_dir, items, state, order, world_size, seconds_of(args, items, spec),
                                        spec.geometry.window_frames))  # fmt: skip
         return EXIT_OK
 
-    ctx = init_distributed(args.device)
-    try:
-        try:
-            loaded = load_model(spec, ctx.device, args.precision)
-            loaded.decode_chunk = args.decode_chunk
-            if args.compile:
-                compile_dit(loaded)
-        except ModelLoadError as exc:
-            return _print_problems([], "", [str(exc)]) if ctx.is_main else EXIT_USAGE
-        pending = _prepare_run(args, ctx, items, spec, loaded, console)
-        return _generate(args, ctx, items, pending, loaded, console, started)
-    finally:
-        shutdown(ctx)
+    from .launch import run_job  # torch, k-diffusion, stable-audio-tools: only once the inputs are known good
 
-
-def _balance_text(pending: list[WorkItem], world_size: int, spec: ModelSpec) -> str:
-    """Planned cost per rank (latent frames x model evaluations) after cost-balanced ordering."""
-    costs = rank_costs(balanced_order(pending, world_size, spec.geometry.window_frames), world_size, spec.geometry.window_frames)
-    return f"planned cost per rank {', '.join(f'{c:,}' for c in costs)} (imbalance {imbalance(costs):.1%})"
-
-
-def _prepare_run(
-    args: argparse.Namespace, ctx: DistContext, items: list[WorkItem], spec: ModelSpec, loaded: LoadedModel, console: Console
-) -> list[WorkItem]:
-    """Rank 0 tidies the output dir and decides what is left to do; every rank gets the same answer."""
-    pending_paths: list[str] = []
-    if ctx.is_main:
-        args.output_dir.mkdir(parents=True, exist_ok=True)
-        remove_partial_files(args.output_dir)  # temporaries of a run that was killed mid-write
-        remove_progress(args.output_dir)  # counters of an earlier run
-        fold_parts(args.output_dir)  # records of an earlier run that did not finish
-        state = _resume(args, items, spec)
-        pending_paths = [item.relpath for item in state.pending]
-        counts = ", ".join(f"{name} {count / 1e6:.1f}M" for name, count in loaded.parameter_counts().items())
-        console.print(start_table([
-            ("model", f"{model_description(spec)} ({loaded.weights_read})"),
-            ("parameters", counts),
-            ("audio", f"{spec.sample_rate} Hz, window {spec.window_seconds:.2f} s"),
-            ("compute", f"{ctx.world_size} rank(s) x {ctx.device.type}, DiT in {loaded.precision}"),
-            ("items", f"{len(items)} in the tree, {len(state.pending)} to generate"),
-            ("balance", _balance_text(state.pending, ctx.world_size, spec)),
-            ("sampling", f"{args.sampler_type}, {args.sample_steps} steps, cfg {args.cfg_scale}, "
-                         f"sigma {args.sigma_min}..{args.sigma_max}, base seed {args.seed}, batch {args.batch_size}"),
-            ("output", f"{args.output_dir} ({args.format}{', clipped' if args.clip_length else ''})"),
-        ]))  # fmt: skip
-        console.print(f"resume: {state.summary()}; {len(state.pending)} to generate", soft_wrap=True)
-    pending_paths = broadcast_from_main(ctx, pending_paths)
-    wanted = set(pending_paths)
-    return [item for item in items if item.relpath in wanted]
-
-
-def _generate(
-    args: argparse.Namespace, ctx: DistContext, items: list[WorkItem], pending: list[WorkItem],
-    loaded: LoadedModel, console: Console, started: float,
-) -> int:  # fmt: skip
-    order = balanced_order(pending, ctx.world_size, loaded.spec.geometry.window_frames)
-    my_items = shard(order, ctx.world_size, ctx.rank)
-    settings = _output_settings(args, loaded.spec)
-    progress = RankProgress(args.output_dir, ctx.rank, len(my_items))
-    barrier(ctx)  # every rank has published its counters before rank 0 starts watching them
-    manifest = ManifestWriter(args.output_dir, ctx.rank)
-
-    batch_size = AutoBatchSize(loaded) if args.batch_size == "auto" else args.batch_size
-
-    def run() -> RankOutcome:
-        return run_rank(loaded, my_items, batch_size, args.output_dir, settings, progress, manifest, stop, ctx.rank)
-
-    with GracefulStop() as stop:
-        try:
-            if not ctx.is_main:
-                outcome = run()
-                progress.finish()
-                return _exit_code(outcome, stop)
-            with ProgressDisplay(args.output_dir, len(pending), console) as display:
-                run()
-                progress.finish()
-                display.wait_for_ranks(ctx.world_size)
-        except WriteError as exc:
-            print(f"error (rank {ctx.rank}): {exc}; files written so far are complete and recorded", file=sys.stderr)
-            return EXIT_WRITE_FAILED
-        finally:
-            manifest.close()
-    return _summarise(args, ctx, items, loaded.spec, console, started, stop)
-
-
-def _exit_code(outcome: RankOutcome, stop: GracefulStop) -> int:
-    if outcome.remaining or stop.requested:
-        return EXIT_INTERRUPTED
-    return EXIT_NONFINITE if outcome.nonfinite else EXIT_OK
-
-
-def _summarise(
-    args: argparse.Namespace, ctx: DistContext, items: list[WorkItem], spec: ModelSpec,
-    console: Console, started: float, stop: GracefulStop,
-) -> int:  # fmt: skip
-    """Rank 0, after every rank finished: fold the manifest and report what the whole job did."""
-    records = fold_parts(args.output_dir)
-    elapsed = job_totals(args.output_dir).rank_seconds
-    remove_progress(args.output_dir)
-    if len(elapsed) > 1:
-        console.print(f"rank wall times: {', '.join(f'{t:.1f} s' for t in elapsed)} (imbalance {imbalance(elapsed):.1%})",
-                      soft_wrap=True)  # fmt: skip
-    state = resume_state(items, records, args.output_dir, _output_settings(args, spec))
-    nonfinite = [i.relpath for i in state.pending if records.get(i.relpath, {}).get("status") == "nonfinite"]
-    wall = time.perf_counter() - started
-    if not state.pending:
-        seconds = sum(_seconds_of(args, items, spec).values())
-        console.print(output_tree(args.output_dir, items))
-        console.print(
-            f"[bold green]done:[/] {len(items)} items, {seconds:.1f} s of audio, {wall:.1f} s wall time "
-            f"on {ctx.world_size} rank(s) ({seconds / wall:.2f} audio-s/s); manifest: {args.output_dir / 'manifest.jsonl'}",
-            soft_wrap=True,
-        )
-        finish_dataset(args, console)
-        return EXIT_OK
-    if nonfinite:
-        console.print(f"[bold red]{len(nonfinite)} items came out NaN/Inf and were not written[/] (manifest status "
-                      f"'nonfinite'), e.g. {', '.join(nonfinite[:5])}", soft_wrap=True)  # fmt: skip
-    if stop.requested or len(nonfinite) < len(state.pending):
-        console.print(
-            f"[bold yellow]stopped{f' by {stop.signal_name}' if stop.signal_name else ''}:[/] "
-            f"{len(state.pending)} of {len(items)} items remain; rerun the same command to resume.",
-            soft_wrap=True,
-        )
-        return EXIT_INTERRUPTED
-    return EXIT_NONFINITE
+    return run_job(args, items, spec, console, started)

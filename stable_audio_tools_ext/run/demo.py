@@ -8,6 +8,7 @@ The model has random weights, so the files are noise: the point is the whole pip
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         "--clip-length",
     ]  # fmt: skip
     print("$ " + " ".join(command), flush=True)
-    return subprocess.run(command, env=offline_hub_env(args.hf_home.resolve())).returncode
+    # Threads per rank set here, so torchrun does not set 1 with its "Setting OMP_NUM_THREADS" banner.
+    env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc)), **offline_hub_env(args.hf_home.resolve())}
+    return subprocess.run(command, env=env).returncode
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypeVar
 
 import torch
@@ -36,10 +37,11 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value not in (None, "") else default
 
 
-def init_distributed(device: str = "auto") -> DistContext:
+def init_distributed(device: str = "auto", timeout: timedelta | None = None) -> DistContext:
     """Join the torchrun job if there is one: nccl on CUDA, gloo on CPU; pick ``cuda:LOCAL_RANK`` or CPU.
 
-    ``device`` may force ``cpu`` (useful on a GPU node for a quick check) or ``cuda``.
+    ``device`` may force ``cpu`` (useful on a GPU node for a quick check) or ``cuda``. ``timeout``
+    bounds every collective call, joining included (torch's default: 10 min for nccl, 30 for gloo).
     """
     rank, world_size = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
     local_rank = _env_int("LOCAL_RANK", 0)
@@ -52,7 +54,9 @@ def init_distributed(device: str = "auto") -> DistContext:
     else:
         torch_device = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", device_id=torch_device if use_cuda else None)
+        dist.init_process_group(
+            backend="nccl" if use_cuda else "gloo", device_id=torch_device if use_cuda else None, timeout=timeout
+        )
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=torch_device)
 
 
@@ -73,6 +77,15 @@ def broadcast_from_main(ctx: DistContext, value: T) -> T:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def all_gather(ctx: DistContext, value: T) -> list[T]:
+    """Every rank's ``value``, by rank, on every rank (picklable objects; ``[value]`` in a world of one)."""
+    if ctx.world_size == 1:
+        return [value]
+    gathered: list[T | None] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered  # type: ignore[return-value]
 
 
 def shutdown(ctx: DistContext) -> None:

@@ -20,8 +20,7 @@ from ..output.normalize import normalize
 from ..output.resume import OutputSettings, fingerprint
 from ..output.stats import audio_stats, status_of
 from ..output.writer import BackgroundWriter
-from ..request import LatentGeometry
-from ..sampling.engine import generate_audio
+from ..sampling.autobatch import generate_audio_splitting
 from ..tree.plan import WorkItem, make_batches
 from .progress import RankProgress
 from .signals import GracefulStop
@@ -34,14 +33,6 @@ class RankOutcome:
     written: int = 0
     nonfinite: int = 0
     remaining: int = 0
-
-
-def written_seconds(item: WorkItem, geometry: LatentGeometry, clip_length: bool) -> float:
-    """Duration of the file ``item`` produces: its seconds_total when clipped, else its latent length."""
-    if clip_length:
-        return item.request.seconds_total
-    frames = item.request.latent_frames or geometry.window_frames
-    return frames * geometry.downsampling_ratio / geometry.sample_rate
 
 
 def _record(item: WorkItem, settings: OutputSettings, loaded: LoadedModel, **fields: Any) -> dict[str, Any]:
@@ -115,6 +106,6 @@ def run_rank(
                 outcome.remaining = sum(len(b) for b in batches[index:])
                 break
             started = time.perf_counter()
-            audio = generate_audio(loaded, [item.request for item in batch]).cpu()
+            audio = generate_audio_splitting(loaded, [item.request for item in batch]).cpu()
             writer.submit((batch, audio, (time.perf_counter() - started) / len(batch)))
     return outcome

@@ -27,8 +27,7 @@ from rich.progress import (
 )
 
 from ..output.atomic import atomic_write_text
-
-PROGRESS_DIRNAME = ".progress"
+from ..tree.reserved import PROGRESS_DIRNAME
 
 
 def progress_dir(output_dir: Path) -> Path:

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from ..model.loading import ModelSpec
+from ..model.spec import ModelSpec
 from ..output.resume import ResumeState
 from ..tree.plan import WorkItem, item_cost
 from .distributed import shard

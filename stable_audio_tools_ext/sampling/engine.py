@@ -16,11 +16,8 @@ import torch
 
 from ..model.loading import LoadedModel
 from ..request import GenerationRequest, latent_frames_for
+from .chunking import DECODE_OVERLAP_PER_SIDE
 from .samplers import ItemNoise, sample_latents
-
-# Chunked decoding overlaps neighbouring chunks by this many latent frames on each side; the Stable
-# Audio Open paper reports decoding identical to whole-sequence decoding from 16 per side.
-DECODE_OVERLAP_PER_SIDE = 16
 
 
 def resolved_latent_frames(loaded: LoadedModel, request: GenerationRequest) -> int:
@@ -88,6 +85,15 @@ def generate_audio(loaded: LoadedModel, requests: Sequence[GenerationRequest]) -
     All requests must share a ``batch_key`` and a latent length. The result is on the model's device
     and covers the generated latent length; trimming to ``seconds_total`` is the caller's choice.
     """
+    return decode(loaded, generate_latents(loaded, requests))
+
+
+@torch.inference_mode()
+def generate_latents(loaded: LoadedModel, requests: Sequence[GenerationRequest]) -> torch.Tensor:
+    """The sampled float32 latents ``(batch, latent channels, frames)`` that ``generate_audio`` decodes.
+
+    Separate so that measurements (``bench/batch_invariance.py``) can compare latents as well as audio.
+    """
     if not requests:
         raise ValueError("generate_audio needs at least one request")
     frames = {resolved_latent_frames(loaded, r) for r in requests}
@@ -102,9 +108,9 @@ def generate_audio(loaded: LoadedModel, requests: Sequence[GenerationRequest]) -
         "batch_cfg": True,
         "rescale_cfg": True,
     }
-    latents = sample_latents(
+    return sample_latents(
         model,
-        ItemNoise([r.seed for r in requests], loaded.device, loaded.dit_dtype),
+        ItemNoise([r.seed for r in requests], loaded.device),
         (model.io_channels, frames.pop()),
         sampler_type=first.sampler_type,
         steps=first.steps,
@@ -112,4 +118,3 @@ def generate_audio(loaded: LoadedModel, requests: Sequence[GenerationRequest]) -
         sigma_max=first.sigma_max,
         extra_args=extra_args,
     )
-    return decode(loaded, latents)

@@ -29,15 +29,22 @@ class ItemNoise:
 
     Drawn on the CPU so that a seed means the same noise on every device; the tensors are small
     (latent channels x frames), so the copy costs nothing next to one denoiser step.
+
+    Always float32, whatever the DiT's precision: the noise sets the dtype of the latents, and
+    k-diffusion derives the sigmas from them (``x.new_ones(...) * sigma``). In float16,
+    ``sigma ** 2`` overflows above 256 and VDenoiser's scalings become 0 (9 of the 100 default
+    steps fed the DiT an all-zero input); in bfloat16 the step sizes and the multistep history
+    lose precision. The DiT casts its own inputs to its dtype, and its output promotes back to
+    float32 in the solver's arithmetic.
     """
 
-    def __init__(self, seeds: Sequence[int], device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, seeds: Sequence[int], device: torch.device) -> None:
         self._generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-        self._device, self._dtype = device, dtype
+        self._device = device
 
     def draw(self, shape: tuple[int, ...]) -> torch.Tensor:
-        rows = [torch.randn(shape, generator=generator) for generator in self._generators]
-        return torch.stack(rows).to(device=self._device, dtype=self._dtype)
+        rows = [torch.randn(shape, generator=generator, dtype=torch.float32) for generator in self._generators]
+        return torch.stack(rows).to(self._device)
 
 
 @dataclass(frozen=True)

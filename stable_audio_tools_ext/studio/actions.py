@@ -22,16 +22,19 @@ import numpy as np
 import yaml
 from rich.console import Console
 
-from ..model.loading import LoadedModel, ModelSpec
+from ..model.loading import LoadedModel
+from ..model.spec import ModelSpec
 from ..output.manifest import ManifestWriter, Record, fold_parts
 from ..output.resume import OutputSettings
-from ..run.job import run_rank, written_seconds
+from ..run.job import run_rank
+from ..run.outputs import written_seconds
 from ..run.progress import RankProgress, remove_progress
 from ..run.signals import GracefulStop
 from ..run.views import output_tree
-from ..tree.conditions import ConditionTreeError, segment_problem
-from ..tree.plan import SamplingDefaults, WorkItem, build_plan
+from ..tree.conditions import ConditionTreeError, segment_problem, warnings_report
+from ..tree.plan import SamplingDefaults, WorkItem, build_plan, plan_warnings
 from ..tree.reader import read_condition_file
+from .files import confined
 
 RANDOM_SEED = -1
 RANDOM_SEED_RANGE = 2**32  # the range upstream's random seeds (and derived seeds) use
@@ -128,29 +131,36 @@ def tree_yaml(tree: dict[str, Any], loaded: LoadedModel) -> str:
     return header + yaml.safe_dump(tree, sort_keys=False, allow_unicode=True, width=1000)
 
 
-def write_tree(text: str, run_dir: Path) -> Path:
-    """Save a tree where its run's results go, so a results zip carries the tree that made it."""
-    path = run_dir / TREE_FILENAME
-    path.write_text(text, encoding="utf-8")
+def write_tree(text: str, run_dir: Path, tmp_dir: Path) -> Path:
+    """Save a tree where its run's results go, so a results zip carries the tree that made it.
+
+    ``run_dir`` must still lie inside ``tmp_dir`` (``OutsideTmpDirError`` if it was swapped for a
+    link), and the file must be new: exclusive creation never follows a link left in its place.
+    """
+    path = confined(run_dir, tmp_dir) / TREE_FILENAME
+    with open(path, "x", encoding="utf-8") as handle:
+        handle.write(text)
     return path
 
 
 def plan_tree(
     tree_file: Path, spec: ModelSpec, defaults: SamplingDefaults, max_items: int, source: str = TREE_FILENAME
-) -> list[WorkItem]:
-    """Validate and plan a tree exactly as ``generate.py`` does; ``ConditionTreeError`` lists every problem.
+) -> tuple[list[WorkItem], str]:
+    """Validate and plan a tree exactly as ``generate.py`` does: its items and its warnings as text.
 
     Problems of the leaves and of the plan (window, item limit, name collisions) are gathered
-    together, as the CLI does, so the user sees all of them at once.
+    together, as the CLI does, so the user sees all of them at once (``ConditionTreeError``). The
+    warnings (``warning: tree.yaml:3: a/b: ...`` lines, empty if none) are the ones ``generate.py``
+    prints before a run that goes ahead anyway.
     """
-    leaves, problems = read_condition_file(tree_file, spec.family.samplers)
+    leaves, problems = read_condition_file(tree_file, spec.family.samplers, max_items=max_items)
     try:
         items = build_plan(leaves, defaults, spec.window_seconds, AUDIO_FORMAT, source, max_items, spec.geometry)
     except ConditionTreeError as exc:
         problems = problems + exc.problems
     if problems:
         raise ConditionTreeError(problems, source)
-    return items
+    return items, warnings_report(plan_warnings(items), source)
 
 
 def preview_text(items: Sequence[WorkItem], spec: ModelSpec, output_label: str = "results") -> str:
@@ -187,14 +197,17 @@ def generate_items(
     loaded: LoadedModel,
     items: Sequence[WorkItem],
     output_dir: Path,
+    tmp_dir: Path,
     batch_size: int,
     on_advance: Callable[[int, int], None] = lambda done, total: None,
 ) -> dict[str, Record]:
     """Generate and write ``items`` below ``output_dir`` as a one-rank ``generate.py`` run; returns the manifest.
 
-    The app handles one request at a time and has no signals to honour, so the stop request that
-    ``run_rank`` checks between batches is never set.
+    ``output_dir`` must lie inside ``tmp_dir``, checked before anything is written
+    (``OutsideTmpDirError`` if it was swapped for a link). The app handles one request at a time and
+    has no signals to honour, so the stop request that ``run_rank`` checks between batches is never set.
     """
+    output_dir = confined(output_dir, tmp_dir)
     progress = _CallbackProgress(output_dir, len(items), on_advance)
     manifest = ManifestWriter(output_dir, rank=0)
     try:

@@ -8,7 +8,10 @@ set of files a browser can download is exactly that directory, and cleaning it i
 from __future__ import annotations
 
 import os
+import pwd
 import secrets
+import shlex
+import stat
 import time
 import zipfile
 from pathlib import Path
@@ -21,23 +24,61 @@ class OutsideTmpDirError(ValueError):
     """A path the app was asked to read or serve lies outside its tmp dir."""
 
 
-def prepare_tmp_dir(tmp_dir: Path, max_age_seconds: float) -> int:
-    """Create ``tmp_dir`` (private to this user) or clean an earlier studio's; returns files removed.
+def prepare_tmp_dir(tmp_dir: Path) -> Path:
+    """Create ``tmp_dir`` private to this user, or check an earlier one; returns its real path.
 
-    Cleaning deletes files, so it only touches a folder that is new, empty, or marked as a studio
-    tmp dir: a mistyped ``--tmp-dir $HOME`` is refused instead of losing a day's old files.
+    The default lies in a shared ``/tmp`` under a predictable name, so another user may have made it
+    first (and would read every generated file) or left a link there: the folder must be a
+    directory of ours with mode 0700, or the studio refuses to start. A folder of ours with a wider
+    mode is refused with the ``chmod`` to run rather than changed behind the user's back. Symbolic
+    links are resolved once, here: the app then works on the real path only. Cleaning deletes
+    files, so only a folder that is new, empty, or marked as a studio tmp dir is accepted: a
+    mistyped ``--tmp-dir $HOME`` is refused instead of losing a day's old files.
     """
-    if tmp_dir.exists() and not tmp_dir.is_dir():
+    if tmp_dir.is_symlink():
+        _check_owner(tmp_dir, os.lstat(tmp_dir), "is a symbolic link owned")
+    real = tmp_dir.resolve()
+    if not real.exists():
+        real.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(real, 0o700)
+        except FileExistsError:  # made by another process meanwhile: checked below like any existing folder
+            pass
+    status = os.lstat(real)
+    if not stat.S_ISDIR(status.st_mode):
         raise ValueError(f"--tmp-dir {tmp_dir}: exists and is not a directory")
-    marker = tmp_dir / MARKER_NAME
-    if tmp_dir.is_dir() and any(tmp_dir.iterdir()) and not marker.is_file():
+    _check_owner(tmp_dir, status, "is owned")
+    mode = stat.S_IMODE(status.st_mode) & 0o777
+    if mode != 0o700:
+        raise ValueError(
+            f"--tmp-dir {tmp_dir}: mode {mode:04o}, but the studio's files must be private to you (mode 0700): "
+            f"run 'chmod 700 {shlex.quote(str(real))}' or choose another --tmp-dir"
+        )
+    marker = real / MARKER_NAME
+    if any(real.iterdir()) and not marker.is_file():
         raise ValueError(
             f"--tmp-dir {tmp_dir}: not empty and not a studio tmp dir (no {MARKER_NAME} file); "
             "old files in it would be deleted, so give a new or empty directory"
         )
-    tmp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     marker.touch()
-    return clean_tmp_dir(tmp_dir, max_age_seconds)
+    return real
+
+
+def _check_owner(tmp_dir: Path, status: os.stat_result, what: str) -> None:
+    """Refuse ``tmp_dir`` unless this user owns it (``what``: the start of the message, e.g. "is owned")."""
+    if status.st_uid != os.geteuid():
+        raise ValueError(
+            f"--tmp-dir {tmp_dir}: {what} by {_user_name(status.st_uid)}, not by you, {_user_name(os.geteuid())}: "
+            "its owner could read or replace the studio's files; choose another --tmp-dir"
+        )
+
+
+def _user_name(uid: int) -> str:
+    """``name (uid N)``, or ``uid N`` for an id without a passwd entry."""
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def clean_tmp_dir(tmp_dir: Path, max_age_seconds: float, now: float | None = None) -> int:
@@ -72,19 +113,31 @@ def clean_tmp_dir(tmp_dir: Path, max_age_seconds: float, now: float | None = Non
 
 
 def new_run_dir(tmp_dir: Path, kind: str) -> Path:
-    """A fresh folder ``<tmp_dir>/<kind>/<time>-<random>`` for one request's files.
+    """A fresh folder ``<tmp_dir>/<kind>/<time>-<random>`` for one request's files, made by this call.
 
-    The random part keeps concurrent sessions apart and makes paths unguessable.
+    The random part keeps concurrent sessions apart and makes paths unguessable. Both folders are
+    made with ``mkdir`` (mode 0700), which never follows a link: a link in place of ``<kind>`` is
+    refused, and the run folder is new (creation fails if anything, a link included, has its name).
     """
-    path = tmp_dir / kind / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
-    path.mkdir(parents=True)
+    kind_dir = tmp_dir / kind
+    try:
+        os.mkdir(kind_dir, 0o700)
+    except FileExistsError:
+        if not stat.S_ISDIR(os.lstat(kind_dir).st_mode):
+            raise OutsideTmpDirError(f"{kind_dir} is not a directory of the app's tmp dir {tmp_dir}") from None
+    path = kind_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
+    os.mkdir(path, 0o700)
     return path
 
 
 def confined(path: Path | str, tmp_dir: Path) -> Path:
-    """``path`` resolved (symlinks followed), if it lies inside ``tmp_dir``; else ``OutsideTmpDirError``."""
+    """``path`` resolved (symlinks followed), if it lies inside ``tmp_dir``; else ``OutsideTmpDirError``.
+
+    ``tmp_dir`` is the real path ``prepare_tmp_dir`` returned and is not resolved again, so a
+    folder swapped for a link later cannot move the boundary along with it.
+    """
     resolved = Path(path).resolve()
-    if not resolved.is_relative_to(tmp_dir.resolve()):
+    if not resolved.is_relative_to(tmp_dir):
         raise OutsideTmpDirError(f"{path} is outside the app's tmp dir {tmp_dir}")
     return resolved
 

@@ -148,16 +148,17 @@ class StudioHandlers:
                 raise ValueError(f"variations must be between 1 and {self.settings.max_variations}, got {count}")
             used_seed = resolve_seed(seed)
             run_dir = new_run_dir(self.tmp_dir, "generate")
-            tree_file = write_tree(tree_yaml(audition_tree(audition, used_seed, count), self.loaded), run_dir)
-            items = plan_tree(tree_file, self.spec, self.defaults, max_items=count)
+            tree_file = write_tree(tree_yaml(audition_tree(audition, used_seed, count), self.loaded), run_dir, self.tmp_dir)
+            items, warnings = plan_tree(tree_file, self.spec, self.defaults, max_items=count)
         except ValueError as exc:
             raise _user_error(exc) from None
         reporter = ProgressReporter(progress, len(items), audition.steps)
         with counting_denoiser_calls(self.loaded, reporter.calls):
-            records = generate_items(self.loaded, items, run_dir, batch_size=len(items), on_advance=reporter.items)
+            records = generate_items(self.loaded, items, run_dir, self.tmp_dir, len(items), on_advance=reporter.items)
         outputs, notes = _variation_outputs(items, records, run_dir, self.settings.max_variations)
         seeds = f"{used_seed}" if len(items) == 1 else f"{used_seed}..{used_seed + len(items) - 1}"
         status = f"{len(items)} clip(s) of {audition.seconds_total:g} s, seeds {seeds}." + "".join(f" {n}." for n in notes)
+        status += f"\n\n{warnings}" if warnings else ""  # a Markdown paragraph of its own
         return [status, str(used_seed), *outputs]
 
     def export(self, prompt, negative_prompt, seconds_start, seconds_total, steps, cfg_scale, sampler_type, seed,
@@ -171,7 +172,7 @@ class StudioHandlers:
                 seed = int(seed_used)
             count = _as_int(variations, "variations")
             text = tree_yaml(audition_tree(audition, resolve_seed(seed), count, leaf_name or "audition"), self.loaded)
-            tree_file = write_tree(text, new_run_dir(self.tmp_dir, "export"))
+            tree_file = write_tree(text, new_run_dir(self.tmp_dir, "export"), self.tmp_dir)
             plan_tree(tree_file, self.spec, self.defaults, max_items=self.settings.max_variations)
         except ValueError as exc:
             raise _user_error(exc) from None
@@ -185,12 +186,12 @@ class StudioHandlers:
             n_samples=_as_int(n_samples, "items per leaf"), base_seed=_as_int(base_seed, "base seed"),
         )  # fmt: skip
 
-    def _batch_plan(self, text: str, sampling: SamplingDefaults) -> tuple[Path, list[WorkItem]]:
+    def _batch_plan(self, text: str, sampling: SamplingDefaults) -> tuple[Path, list[WorkItem], str]:
         if len((text or "").encode("utf-8")) > self.settings.max_upload_bytes:
             raise ValueError(f"the tree is larger than the limit of {self.settings.max_upload_bytes:,} bytes")
         run_dir = new_run_dir(self.tmp_dir, "batch")
-        items = plan_tree(write_tree(text or "", run_dir), self.spec, sampling, self.settings.max_batch_items)
-        return run_dir, items
+        items, warnings = plan_tree(write_tree(text or "", run_dir, self.tmp_dir), self.spec, sampling, self.settings.max_batch_items)
+        return run_dir, items, warnings
 
     def _command_line(self, sampling: SamplingDefaults) -> str:
         return (
@@ -203,25 +204,27 @@ class StudioHandlers:
         """Check a tree as generate.py would; returns (status, preview)."""
         try:
             sampling = self._batch_defaults(steps, cfg_scale, sampler_type, n_samples, base_seed)
-            _, items = self._batch_plan(text, sampling)
+            _, items, warnings = self._batch_plan(text, sampling)
         except ValueError as exc:
             return _message(exc), ""
-        return f"valid: {len(items)} items. Same files from:\n{self._command_line(sampling)}", preview_text(items, self.spec)
+        status = f"valid: {len(items)} items. Same files from:\n{self._command_line(sampling)}"
+        return status + (f"\n{warnings}" if warnings else ""), preview_text(items, self.spec)
 
     def generate_batch(self, text, steps, cfg_scale, sampler_type, n_samples, base_seed, progress=gr.Progress()):
         """Validate, then generate the whole tree; returns status, preview, zip, result choices, run dir."""
         try:
             sampling = self._batch_defaults(steps, cfg_scale, sampler_type, n_samples, base_seed)
-            run_dir, items = self._batch_plan(text, sampling)
+            run_dir, items, warnings = self._batch_plan(text, sampling)
         except ValueError as exc:
             return _message(exc), "", None, gr.Dropdown(choices=[], value=None), ""
         reporter = ProgressReporter(progress, len(items))
         with counting_denoiser_calls(self.loaded, reporter.calls):
-            records = generate_items(self.loaded, items, run_dir, self.settings.batch_size, on_advance=reporter.items)
+            records = generate_items(self.loaded, items, run_dir, self.tmp_dir, self.settings.batch_size, on_advance=reporter.items)
         archive = zip_folder(run_dir, self.tmp_dir, run_dir / f"batch-{run_dir.name}.zip")
         written = [item.relpath for item in items if records[item.relpath]["status"] != "nonfinite"]
         failed = len(items) - len(written)
         status = f"done: {len(written)} files" + (f"; {failed} came out NaN/Inf and were not written" if failed else "")
+        status += f"\n{warnings}" if warnings else ""
         first = written[0] if written else None
         return status, preview_text(items, self.spec), str(archive), gr.Dropdown(choices=written, value=first), str(run_dir)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULTS_KEY = "_defaults"  # the reserved key whose fields every leaf below it inherits
+EXTENSION_PREFIX = "x-"  # top-level keys starting with this are not read: a home for YAML anchors
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,15 @@ class ConditionTreeError(ValueError):
         count = len(self.problems)
         lines = [f"{count} problem{'s' * (count != 1)} in {self.source}:"]
         return "\n".join(lines + [f"  {problem.render(self.source)}" for problem in self.problems])
+
+
+def warnings_report(warnings: list[Problem], source: str) -> str:
+    """One ``warning: file:line: yaml/path: message`` line per warning (CLI and studio); empty if none.
+
+    Warnings are problems that do not stop a run: the same type and rendering as errors, so a user
+    finds the leaf the same way.
+    """
+    return "\n".join(f"warning: {warning.render(source)}" for warning in warnings)
 
 
 @dataclass(frozen=True)

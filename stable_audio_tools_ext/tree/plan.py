@@ -41,6 +41,7 @@ class WorkItem:
     k: int  # 1-based item index within the leaf
     relpath: str  # output path relative to the output dir, POSIX separators
     request: GenerationRequest
+    line: int | None = None  # the leaf's line in the YAML file, for messages about it
 
 
 def derive_seed(base_seed: int, leaf: str, k: int) -> int:
@@ -124,10 +125,32 @@ def build_plan(
                 sigma_max=defaults.sigma_max,
                 latent_frames=latent_frames_for(start + seconds_total, geometry, latent_mode) if geometry else None,
             )
-            items.append(WorkItem(leaf=leaf.name, k=k, relpath=relpath, request=request))
+            items.append(WorkItem(leaf=leaf.name, k=k, relpath=relpath, request=request, line=leaf.line))
     if problems:
         raise ConditionTreeError(problems, source)
     return items
+
+
+def plan_warnings(items: Iterable[WorkItem]) -> list[Problem]:
+    """What in a valid plan does not do what its leaf says, one problem per leaf (the run goes on).
+
+    A negative prompt enters only classifier-free guidance (as its unconditional side), and a
+    cfg_scale of 1 switches guidance off: upstream's DiT then makes the conditional pass alone, so
+    the negative prompt is ignored without a word. cfg 1 is Stable Audio Open Small's default. The
+    check is on the work items because the effective cfg_scale is known only after ``build_plan``
+    has filled in what the leaf leaves to the command line.
+    """
+    warnings: dict[str, Problem] = {}
+    for item in items:
+        request = item.request
+        if request.negative_prompt and request.cfg_scale == 1.0 and item.leaf not in warnings:
+            warnings[item.leaf] = Problem(
+                item.leaf,
+                "negative_prompt is ignored: the cfg_scale this leaf gets is 1, which switches off the "
+                "classifier-free guidance a negative prompt works through; set cfg_scale above 1 to use it",
+                item.line,
+            )
+    return list(warnings.values())
 
 
 def make_batches(items: Iterable[WorkItem], batch_size: int | Callable[[WorkItem], int]) -> list[list[WorkItem]]:

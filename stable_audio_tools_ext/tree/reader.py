@@ -3,7 +3,10 @@
 The tree's mapping keys are path segments; a mapping whose values are all scalars is a *leaf*: one
 condition (a prompt plus its generation parameters). A reserved ``_defaults:`` mapping at any level
 supplies fields that every leaf below it inherits (the leaf's own value wins, the nearest level wins;
-an explicit ``null`` resets an inherited value to the command-line default).
+an explicit ``null`` resets an inherited value to the command-line default). Top-level keys starting
+with ``x-`` are not read at all (as in Docker Compose's extension fields): they are where YAML anchors
+live that leaves merge in with ``<<: *name``. Below the top level such keys are ordinary names, so
+trees with a leaf like ``sfx/x-ray`` keep working.
 
 Every problem in the file is collected and reported at once, each with its YAML path and line, so a
 user fixing line 4,000 of a sweep does not have to rerun once per typo. Node-level YAML details
@@ -18,18 +21,27 @@ from typing import Any, Literal
 
 import yaml
 
-from .conditions import DEFAULTS_KEY, Condition, ConditionTreeError, Problem, segment_problem
+from .conditions import DEFAULTS_KEY, EXTENSION_PREFIX, Condition, ConditionTreeError, Problem, segment_problem
 from .fields import LEAF_FIELDS, field_checks, unknown_field_hint
+from .plan import DEFAULT_MAX_ITEMS
+from .reserved import reserved_branch_problem
 from .yaml_nodes import YamlNodes, is_safe, join, kind_of, line_of
 
 MappingKind = Literal["leaf", "branch", "invalid"]
 
 
-def read_condition_file(path: str | Path, known_samplers: Collection[str]) -> tuple[list[Condition], list[Problem]]:
+class _TooManyLeaves(Exception):
+    """Ends the walk once it has counted more leaves than the item limit (the problem is reported)."""
+
+
+def read_condition_file(
+    path: str | Path, known_samplers: Collection[str], max_items: int = DEFAULT_MAX_ITEMS
+) -> tuple[list[Condition], list[Problem]]:
     """Read a condition tree file: its valid leaves and every problem found (nothing raised).
 
     Callers that check more (the model's window, output collisions) add their problems to these,
-    so that a user sees everything wrong with a tree in one run.
+    so that a user sees everything wrong with a tree in one run. A tree with more than ``max_items``
+    leaves is given up on as soon as the walk gets there, with no leaves (see ``TreeReader``).
     """
     path = Path(path)
     try:
@@ -41,25 +53,40 @@ def read_condition_file(path: str | Path, known_samplers: Collection[str]) -> tu
     except UnicodeDecodeError as exc:
         return [], [Problem("", f"not UTF-8 text ({exc.reason})")]
     problems: list[Problem] = []
-    return TreeReader(text, known_samplers, problems).leaves(), problems
+    return TreeReader(text, known_samplers, problems, max_items).leaves(), problems
 
 
-def parse_condition_tree(text: str, known_samplers: Collection[str], source: str = "<yaml>") -> list[Condition]:
+def parse_condition_tree(
+    text: str, known_samplers: Collection[str], source: str = "<yaml>", max_items: int = DEFAULT_MAX_ITEMS
+) -> list[Condition]:
     """Validate YAML text into leaves in document order; raises ``ConditionTreeError``."""
     problems: list[Problem] = []
-    leaves = TreeReader(text, known_samplers, problems).leaves()
+    leaves = TreeReader(text, known_samplers, problems, max_items).leaves()
     if problems:
         raise ConditionTreeError(problems, source)
     return leaves
 
 
 class TreeReader:
-    """Walks one document's branches once, inheriting ``_defaults`` and checking every leaf."""
+    """Walks one document's branches once, inheriting ``_defaults`` and checking every leaf.
 
-    def __init__(self, text: str, known_samplers: Collection[str], problems: list[Problem]) -> None:
+    YAML aliases let a small file name the same mapping many times over (ten levels of ten aliases
+    are 10^10 leaves in a few hundred bytes), so the walk counts the leaves it reaches and stops at
+    ``max_items``, before it has built more than that many. It counts leaves, not items: a leaf's
+    item count is its ``n_samples``, which may come from the command line, unknown here - but every
+    leaf makes at least one item, so more leaves than the item limit is already too many items.
+    ``plan.build_plan`` checks the exact item count of a tree that passes. Entries that fail to be
+    leaves (reported) count too, so that a bomb of broken leaves cannot flood the report either.
+    """
+
+    def __init__(
+        self, text: str, known_samplers: Collection[str], problems: list[Problem], max_items: int = DEFAULT_MAX_ITEMS
+    ) -> None:
         self._text = text
         self._checks = field_checks(known_samplers)
         self.problems = problems
+        self._max_leaves = max_items
+        self._counted = 0
         self._nodes: YamlNodes
 
     def leaves(self) -> list[Condition]:
@@ -80,7 +107,9 @@ class TreeReader:
                     "", "the root is a single leaf without a name; put it under a name, e.g. 'sample-1:'", root
                 )
                 return []
-            return list(self._branch(root, (), {}))
+            return list(self._branch(root, (), {}, frozenset({id(root)})))
+        except _TooManyLeaves:
+            return []  # nothing is built from a tree that is too big
         finally:
             self._nodes.close()
 
@@ -89,9 +118,9 @@ class TreeReader:
         self._nodes.prepare(node, path)
         kinds: dict[str, list[str]] = {"scalar": [], "mapping": [], "list": []}
         for key_node, value_node in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.value == DEFAULTS_KEY:
-                continue
             name = str(getattr(key_node, "value", "?"))
+            if name == DEFAULTS_KEY or (not path and name.startswith(EXTENSION_PREFIX)):
+                continue
             if not is_safe(value_node):
                 self._nodes.report(
                     join(path, name),
@@ -147,7 +176,10 @@ class TreeReader:
                 values[key] = value  # an explicit null resets an inherited value to the CLI default
         return values
 
-    def _branch(self, node: yaml.MappingNode, path: tuple[str, ...], inherited: dict[str, Any]) -> Iterator[Condition]:
+    def _branch(
+        self, node: yaml.MappingNode, path: tuple[str, ...], inherited: dict[str, Any], ancestors: frozenset[int]
+    ) -> Iterator[Condition]:
+        """The leaves below ``node``; ``ancestors`` are the ids of the mappings on the path to it."""
         entries = self._nodes.entries(node, path)
         defaults = dict(inherited)
         for key, _, value_node in entries:
@@ -160,33 +192,63 @@ class TreeReader:
                     join(path, DEFAULTS_KEY), f"expected a mapping of fields, got {kind_of(value_node)}", value_node
                 )
         for key, key_node, value_node in entries:
-            if key == DEFAULTS_KEY:
+            if key == DEFAULTS_KEY or (not path and key.startswith(EXTENSION_PREFIX)):
                 continue
             child = path + (key,)
-            bad_name = segment_problem(key)
-            if bad_name is not None:
-                self._nodes.report(join(child), bad_name, key_node)
-                continue
-            if not isinstance(value_node, yaml.MappingNode):
-                self._nodes.report(
-                    join(child),
-                    f"expected a leaf (a mapping with prompt: ...) or sub-branches, got {kind_of(value_node)}",
-                    value_node,
-                )
-                continue
-            kind = self._classify(value_node, child)
+            kind = self._child_kind(child, key_node, value_node, ancestors)
             if kind == "branch":
-                yield from self._branch(value_node, child, defaults)
-            elif kind == "leaf":
+                yield from self._branch(value_node, child, defaults, ancestors | {id(value_node)})
+                continue
+            self._count_leaf(child, value_node)
+            if kind == "leaf":
                 leaf = self._leaf(value_node, child, defaults)
                 if leaf is not None:
                     yield leaf
 
+    def _child_kind(
+        self, path: tuple[str, ...], key_node: yaml.Node, node: yaml.Node, ancestors: frozenset[int]
+    ) -> MappingKind:
+        """What the entry at ``path`` is; 'invalid' (reported) for anything that cannot be walked."""
+        bad_name = segment_problem(path[-1])
+        if bad_name is not None:
+            self._nodes.report(join(path), bad_name, key_node)
+            return "invalid"
+        if not isinstance(node, yaml.MappingNode):
+            self._nodes.report(
+                join(path), f"expected a leaf (a mapping with prompt: ...) or sub-branches, got {kind_of(node)}", node
+            )
+            return "invalid"
+        if id(node) in ancestors:
+            self._nodes.report(join(path), "recursive alias: this mapping contains itself, so the tree never ends", node)
+            return "invalid"
+        kind = self._classify(node, path)
+        reserved = reserved_branch_problem(path[-1], top_level=len(path) == 1) if kind == "branch" else None
+        if reserved is not None:
+            self._nodes.report(join(path), reserved, key_node)
+            return "invalid"
+        return kind
+
+    def _count_leaf(self, path: tuple[str, ...], node: yaml.Node) -> None:
+        """Count one more leaf (or failed leaf); past the limit, report where and end the walk."""
+        self._counted += 1
+        if self._counted > self._max_leaves:
+            limit = f"{self._max_leaves:,}"
+            self._nodes.report(
+                join(path),
+                f"stopped reading here: the tree has more than {limit} leaves (an alias counts once per use), "
+                f"and every leaf makes at least one item, so it exceeds the limit of {limit} items",
+                node,
+            )
+            raise _TooManyLeaves
+
     def _leaf(self, node: yaml.MappingNode, path: tuple[str, ...], inherited: dict[str, Any]) -> Condition | None:
         known_problems = len(self.problems)
         values = {**inherited, **self._fields(node, path, "leaf")}
-        if "prompt" not in values and not any(p.yaml_path == join(path, "prompt") for p in self.problems):
-            self._nodes.report(join(path), "leaf has no 'prompt' (every leaf needs the text to generate)", node)
+        if "prompt" not in values and not any(p.yaml_path == join(path, "prompt") for p in self.problems[known_problems:]):
+            hint = ""
+            if any(name.startswith(EXTENSION_PREFIX) for name in path[1:]):
+                hint = f"; keys starting with '{EXTENSION_PREFIX}' are ignored only at the top level"
+            self._nodes.report(join(path), f"leaf has no 'prompt' (every leaf needs the text to generate){hint}", node)
         if len(self.problems) > known_problems:
             return None  # only leaves without problems go on to the checks that need the model
         return Condition(path=path, line=line_of(node), **values)

@@ -5,6 +5,11 @@ nodes still carry line numbers and show duplicate keys (``safe_load`` silently k
 This module owns those node-level details - line numbers, keys as path segments, duplicate keys,
 merge keys (``<<: *anchor``), safe construction of scalars - so that ``reader`` can walk the tree in
 terms of names and values.
+
+Aliases are not copies: PyYAML hands out the same node object wherever an alias points to it, so a
+few hundred bytes can describe a tree of billions of paths. Merges are resolved once per node and
+keep one entry per key (PyYAML's own ``flatten_mapping`` appends every merged entry, so ten levels
+of ``<<: [*a, *a, ...]`` would build 10^10 entries); the walk in ``reader`` counts the rest.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import yaml
 from .conditions import Problem
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+Entry = tuple[yaml.Node, yaml.Node]  # a mapping's (key node, value node)
 
 
 def line_of(node: yaml.Node) -> int:
@@ -48,6 +54,7 @@ class YamlNodes:
         self._loader = yaml.SafeLoader(text)
         self.problems = problems
         self._prepared: set[int] = set()
+        self._merging: set[int] = set()  # mappings whose merge keys are being resolved (to catch cycles)
         self._keys: dict[int, str | None] = {}
 
     def report(self, path: str, message: str, node: yaml.Node | None = None) -> None:
@@ -91,14 +98,16 @@ class YamlNodes:
         return self._keys[id(key_node)]
 
     def prepare(self, node: yaml.MappingNode, path: tuple[str, ...]) -> None:
-        """Once per node: report keys written twice, then resolve merge keys ('<<: *anchor') in place."""
+        """Once per node: report keys written twice, then resolve merge keys ('<<: *anchor') in place.
+
+        Afterwards the node holds one entry per key, merged ones included, as a YAML loader reads it.
+        """
         if id(node) in self._prepared:
             return
         self._prepared.add(id(node))
+        own = [(key_node, value_node) for key_node, value_node in node.value if key_node.tag != _MERGE_TAG]
         seen: dict[str, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == _MERGE_TAG:
-                continue
+        for key_node, _ in own:
             key = self.key(key_node, path)
             if key is None:
                 continue
@@ -106,10 +115,34 @@ class YamlNodes:
                 self.report(join(path, key), f"duplicate key (first defined on line {seen[key]})", key_node)
             else:
                 seen[key] = line_of(key_node)
-        try:
-            self._loader.flatten_mapping(node)
-        except yaml.MarkedYAMLError as exc:
-            self.report(join(path), f"invalid merge key: {exc.problem}", node)
+        self._merging.add(id(node))
+        merged = [pair for key_node, value_node in node.value if key_node.tag == _MERGE_TAG
+                  for pair in self._merged_entries(value_node, path)]  # fmt: skip
+        self._merging.discard(id(node))
+        node.value = self._last_wins(merged + own, path) if merged else own
+
+    def _merged_entries(self, value_node: yaml.Node, path: tuple[str, ...]) -> list[Entry]:
+        """The entries a merge key brings in, the winning ones last (YAML: earlier sources win)."""
+        sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+        entries: list[Entry] = []
+        for source in reversed(sources):
+            if not isinstance(source, yaml.MappingNode):
+                expected = "expected a mapping or a list of mappings"
+                self.report(join(path), f"invalid merge key: {expected}, got {kind_of(source)}", source)
+            elif id(source) in self._merging:
+                self.report(join(path), "invalid merge key: a mapping cannot merge itself (recursive alias)", source)
+            else:
+                self.prepare(source, path)
+                entries += source.value
+        return entries
+
+    def _last_wins(self, entries: list[Entry], path: tuple[str, ...]) -> list[Entry]:
+        """One entry per key, in first-seen order with the last value (what ``entries`` would read)."""
+        by_key: dict[str | int, Entry] = {}  # unreadable keys (reported) stay apart, by node id
+        for key_node, value_node in entries:
+            key = self.key(key_node, path)
+            by_key[key if key is not None else id(key_node)] = (key_node, value_node)
+        return list(by_key.values())
 
     def scalar(self, node: yaml.ScalarNode, path: str) -> Any:
         """The scalar's value as the safe loader constructs it (``None``, reported, if it cannot)."""

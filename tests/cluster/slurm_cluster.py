@@ -36,6 +36,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from tests.support import free_port
+
 PACKAGES = ("slurm-wlm", "munge")
 TOOLS = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "scontrol")
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
@@ -64,12 +66,6 @@ def ensure_installed() -> None:
         result = subprocess.run(APT_INSTALL, env=env, capture_output=True, text=True)
     if result.returncode != 0 or missing_tools():
         raise SlurmError(f"could not install {' '.join(PACKAGES)}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _tool(name: str) -> str:

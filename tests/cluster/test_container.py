@@ -159,6 +159,8 @@ def test_environment_runscript_test_labels_and_help_say_what_they_must(definitio
     assert re.search(r"exec torchrun .*/opt/stable-audio-tools-ext/generate\.py \"\$@\"", runscript)
     assert "--nproc_per_node gpu" in runscript
 
+    assert runscript.index('generate.py "$@" --check || exit $?') < runscript.index("exec torchrun")
+    assert "export OMP_NUM_THREADS=" in runscript
     assert "generate.py" in sections["test"] and "stable_audio_tools_ext.model.tiny" in sections["test"]
 
     labels = dict(line.strip().split(None, 1) for line in sections["labels"].strip().splitlines())

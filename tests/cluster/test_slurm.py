@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from tests.cluster.slurm_cluster import LocalSlurm, ensure_installed
 from tests.conftest import REPO_ROOT
-from tests.cluster.slurm_cluster import LocalSlurm, ensure_installed, free_port
-from tests.support import all_files, audio_files
+from tests.support import all_files, audio_files, free_port
 from tests.trees import DRUMS_AND_FX_FILES, DRUMS_AND_FX_TREE
 
 
@@ -84,6 +84,8 @@ def test_scripts_parse_and_ask_slurm_for_what_resuming_needs(script: Path) -> No
         assert needed in directives, needed
     assert "trap 'on_stop USR1' USR1" in text and "scontrol requeue" in text
     assert "--signals-to-handle SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1" in text
+    assert text.index('"$@" --check') < text.index('"${command[@]}" &'), "inputs are checked before any worker starts"
+    assert "export OMP_NUM_THREADS=" in text  # so torchrun does not print its thread banner
     assert not re.search(r"hf_[A-Za-z0-9]{20,}", text) and not re.search(r"\bHF_TOKEN=", text)
     if script == SINGLE_NODE:
         assert "--standalone" in text and "srun" not in text.split("set -euo pipefail")[1]
@@ -167,6 +169,20 @@ def test_multi_node_script_runs_with_srun_and_c10d_rendezvous(slurm, small_hub_e
     assert f"rendezvous 127.0.0.1:{env['RDZV_PORT']}" in log and "--rdzv-backend c10d" in log
     assert f"done: {len(SHORT_FILES)} items" in log
     assert_complete(out, clipped(SHORT_SECONDS))
+
+
+@on_local_slurm
+def test_a_bad_tree_ends_the_job_before_any_worker_starts(slurm, small_hub_env, tmp_path) -> None:
+    """One clean block of messages and exit code 2, not one traceback per worker inside torchrun's report."""
+    tree, out = tmp_path / "tree.yaml", tmp_path / "out"
+    tree.write_text("drums:\n  kick: {prompt: kick drum, secons_total: 1}\n")
+    job_id, work = submit(slurm, SINGLE_NODE, tmp_path, job_env(slurm, small_hub_env, tree, out, ""), "--job-name=sat-bad")
+    end = slurm.wait_finished(job_id, JOB_TIMEOUT)
+    log = job_log(work, job_id)
+    assert end["ExitCode"] == "2:0", f"{end}\n{log}"
+    assert log.count("drums/kick/secons_total: unknown leaf field; did you mean 'seconds_total'?") == 1
+    assert "nothing was started" in log and "running:" not in log and "Traceback" not in log
+    assert audio_files(out) == {}
 
 
 @on_local_slurm

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -18,7 +17,8 @@ from PIL import Image
 from stable_audio_tools_ext.datasets.report import REPORT_NAME
 from stable_audio_tools_ext.output.manifest import ManifestWriter, fold_parts, load_records
 from stable_audio_tools_ext.output.stats import audio_stats, status_of
-from stable_audio_tools_ext.run import cli
+from stable_audio_tools_ext.run import cli, exits
+from tests.chromium import CHROMIUM_ARGS
 from tests.conftest import REPO_ROOT
 from tests.support import write
 
@@ -34,7 +34,6 @@ pad: {prompt: warm <b>analog</b> pad & strings, seconds_total: 1.5}
 """
 SR = 44100
 FLAGGED = {"fx/broken_item-1.wav", "fx/quiet_item-1.wav", "drums/loud_item-1.wav"}
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
 def add_flagged_items(out: Path) -> None:
@@ -62,7 +61,7 @@ def report(small_model, tmp_path_factory) -> Path:
     out = tmp / "out"
     argv = ["--cond-yaml-path", str(write(tmp, TREE)), "--output-dir", str(out), "--clip-length",
             "--sample-steps", "6", "--batch-size", "10", "--report"]  # fmt: skip
-    assert cli.main(argv) == cli.EXIT_OK
+    assert cli.main(argv) == exits.EXIT_OK
     assert (out / REPORT_NAME).is_file()
     add_flagged_items(out)
     result = subprocess.run([sys.executable, "-m", "stable_audio_tools_ext.datasets.report", str(out)], cwd=REPO_ROOT,
@@ -149,16 +148,11 @@ def test_report_is_self_contained(report) -> None:
     assert "http://" not in text and "https://" not in text and "url(" not in text
 
 
-def test_chromium_renders_the_report(report, tmp_path) -> None:
+def test_chromium_renders_the_report(report, chromium, tmp_path) -> None:
     """A headless Chromium screenshot, kept in this test's tmp_path (pytest keeps the last runs' dirs)."""
-    browser = next((found for name in CHROMIUM_NAMES if (found := shutil.which(name))), None)
-    if browser is None:
-        pytest.skip(f"no Chromium on PATH (looked for {', '.join(CHROMIUM_NAMES)}; Debian: apt-get install chromium)")
     screenshot = tmp_path / "report.png"
-    command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run",
-               f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={screenshot}", "--window-size=1280,2000",
-               report.as_uri()]  # fmt: skip
+    command = [str(chromium), "--headless", *CHROMIUM_ARGS, f"--user-data-dir={tmp_path / 'profile'}",
+               f"--screenshot={screenshot}", "--window-size=1280,2000", report.as_uri()]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and screenshot.is_file(), result.stderr[-2000:]
     image = np.asarray(Image.open(screenshot).convert("RGB"), dtype=np.float32)

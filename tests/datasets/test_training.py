@@ -22,7 +22,7 @@ import soundfile as sf
 from stable_audio_tools_ext.datasets import training as dataset
 from stable_audio_tools_ext.datasets.training import parse_split_spec, split_of, split_position
 from stable_audio_tools_ext.output.manifest import load_records
-from stable_audio_tools_ext.run import cli
+from stable_audio_tools_ext.run import cli, exits
 from tests.support import audio_files, write
 
 TREE = """\
@@ -49,7 +49,7 @@ def generated(small_model, tmp_path_factory) -> Path:
     out = tmp / "out"
     argv = ["--cond-yaml-path", str(write(tmp, TREE)), "--output-dir", str(out), "--clip-length",
             "--sample-steps", "6", "--batch-size", "10", "--split", SPLIT]  # fmt: skip
-    assert cli.main(argv) == cli.EXIT_OK
+    assert cli.main(argv) == exits.EXIT_OK
     return out
 
 
@@ -157,7 +157,7 @@ def test_bad_split_exits_2_before_anything_is_written(tmp_path, capsys) -> None:
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--cond-yaml-path", str(write(tmp_path, TREE)), "--output-dir", str(out), "--split", "train=0.9,val=0.2"])
-    assert exit_info.value.code == cli.EXIT_USAGE
+    assert exit_info.value.code == exits.EXIT_USAGE
     assert "argument --split: the fractions add up to 1.1; they must add up to 1" in capsys.readouterr().err
     assert not out.exists()
 
@@ -166,8 +166,8 @@ def test_a_branch_named_like_the_split_folder_is_refused(small_hub, tmp_path, ca
     tree = "splits:\n  a: {prompt: x}\n"
     out = tmp_path / "out"
     argv = ["--cond-yaml-path", str(write(tmp_path, tree)), "--output-dir", str(out), "--split", "train=1"]
-    assert cli.main(argv) == cli.EXIT_USAGE
-    assert "the tree puts files there too (splits/a_item-1.wav)" in capsys.readouterr().err
+    assert cli.main(argv) == exits.EXIT_USAGE
+    assert "tree.yaml:1: splits: 'splits' is reserved: generate.py keeps the split folders" in capsys.readouterr().err
     assert not out.exists()
 
 

@@ -16,11 +16,12 @@ import torch
 from safetensors.torch import load_file
 
 from stable_audio_tools_ext.model.export import export_model
-from stable_audio_tools_ext.model.loading import ModelLoadError, ModelRequest, load_model, read_model_spec
+from stable_audio_tools_ext.model.loading import load_model
+from stable_audio_tools_ext.model.spec import ModelLoadError, ModelRequest, read_model_spec
 from stable_audio_tools_ext.model.tiny import DEMO_REPO_ID, SMALL_REPO_ID, build_tiny_hub_cache, offline_hub_env
 from stable_audio_tools_ext.output.manifest import load_records
 from stable_audio_tools_ext.request import GenerationRequest
-from stable_audio_tools_ext.run import cli
+from stable_audio_tools_ext.run import cli, exits
 from stable_audio_tools_ext.sampling.engine import generate_audio
 from tests.conftest import CACHE, REPO_ROOT, SMALL_WINDOW_SAMPLES
 from tests.support import GENERATE, audio_files, write
@@ -41,7 +42,7 @@ def generate(tmp_path: Path, out: Path, *extra: str) -> int:
 def test_hub_revision_is_pinned_and_recorded(small_hub, tmp_path, capsys) -> None:
     commit = (small_hub / "hub" / "models--stabilityai--stable-audio-open-1.0" / "refs" / "main").read_text()
     out = tmp_path / "out"
-    assert generate(tmp_path, out, "--revision", commit) == cli.EXIT_OK, capsys.readouterr().err
+    assert generate(tmp_path, out, "--revision", commit) == exits.EXIT_OK, capsys.readouterr().err
     assert {r["model_revision"] for r in load_records(out).values()} == {commit}
     assert f"stabilityai/stable-audio-open-1.0 @ {commit[:12]} (safetensors)" in capsys.readouterr().out
 
@@ -162,10 +163,10 @@ def test_checkpoints_needing_unpickling_are_refused_unless_trusted(small_hub, tm
     ckpt = tmp_path / "pickled.ckpt"
     training_checkpoint(small_hub, ckpt, with_ema=True, extra={"hyper_parameters": argparse.Namespace(lr=1e-5)})
     model = ["--model-config", str(config_of(small_hub)), "--ckpt-path", str(ckpt)]
-    assert generate(tmp_path, tmp_path / "refused", *model) == cli.EXIT_USAGE
+    assert generate(tmp_path, tmp_path / "refused", *model) == exits.EXIT_USAGE
     assert "pass --trust-checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "refused").exists()
-    assert generate(tmp_path, tmp_path / "trusted", *model, "--trust-checkpoint") == cli.EXIT_OK
+    assert generate(tmp_path, tmp_path / "trusted", *model, "--trust-checkpoint") == exits.EXIT_OK
 
 
 def test_export_round_trip_gives_the_same_audio(small_hub, tmp_path) -> None:
@@ -209,7 +210,7 @@ def test_pretransform_override_replaces_the_vae(small_hub, tmp_path) -> None:
 
 def test_bf16_on_cpu_runs_and_gives_finite_float32_audio(small_hub, tmp_path) -> None:
     out = tmp_path / "out"
-    assert generate(tmp_path, out, "--precision", "bf16") == cli.EXIT_OK
+    assert generate(tmp_path, out, "--precision", "bf16") == exits.EXIT_OK
     records = load_records(out)
     assert {r["precision"] for r in records.values()} == {"bf16"}
     for path in audio_files(out).values():

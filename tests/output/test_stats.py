@@ -12,7 +12,7 @@ import soundfile as sf
 
 from stable_audio_tools_ext.output.normalize import Normalization, normalization_from_args, normalize
 from stable_audio_tools_ext.output.stats import CLIP_LEVEL, audio_stats, dbfs
-from stable_audio_tools_ext.run import cli
+from stable_audio_tools_ext.run import cli, exits
 from tests.support import audio_files, write
 
 SR = 44100
@@ -120,7 +120,7 @@ def generate(tmp_path, out, *extra: str) -> int:
 
 def test_generated_files_carry_their_stats_and_normalization(small_model, tmp_path, capsys) -> None:
     out = tmp_path / "out"
-    assert generate(tmp_path, out, "--normalize", "peak", "--normalize-target", "-3") == cli.EXIT_OK
+    assert generate(tmp_path, out, "--normalize", "peak", "--normalize-target", "-3") == exits.EXIT_OK
     records = {json.loads(line)["path"]: json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()}
     assert set(records) == set(audio_files(out)) == {"kick_item-1.wav", "rain_item-1.wav", "click_item-1.wav"}
     for path, record in records.items():
@@ -137,7 +137,7 @@ def test_generated_files_carry_their_stats_and_normalization(small_model, tmp_pa
             assert record["lufs"] == pytest.approx(measured["lufs"], abs=0.05)
 
     capsys.readouterr()
-    assert generate(tmp_path, out, "--normalize", "lufs") == cli.EXIT_OK  # another level: every file changes
+    assert generate(tmp_path, out, "--normalize", "lufs") == exits.EXIT_OK  # another level: every file changes
     assert "3 regenerated (parameters changed)" in capsys.readouterr().out
     levelled = json.loads((out / "manifest.jsonl").read_text().splitlines()[1])
     assert (levelled["path"], levelled["normalize"]) == ("kick_item-1.wav", "lufs")
@@ -146,6 +146,6 @@ def test_generated_files_carry_their_stats_and_normalization(small_model, tmp_pa
 
 def test_normalize_target_without_a_mode_is_refused_before_generating(small_hub, tmp_path, capsys) -> None:
     out = tmp_path / "out"
-    assert generate(tmp_path, out, "--normalize-target", "-14") == cli.EXIT_USAGE
+    assert generate(tmp_path, out, "--normalize-target", "-14") == exits.EXIT_USAGE
     assert "--normalize-target -14.0 needs --normalize peak or --normalize lufs" in capsys.readouterr().err
     assert not out.exists()

@@ -13,9 +13,9 @@ import soundfile as sf
 from safetensors.torch import load_file, save_file
 
 from stable_audio_tools_ext.model.tiny import DEMO_REPO_ID
-from stable_audio_tools_ext.run import cli
+from stable_audio_tools_ext.run import cli, exits
 from tests.support import GENERATE, all_files, audio_files, run, write
-from tests.trees import SEED_DOCUMENT_TREE
+from tests.trees import SEED_DOCUMENT_TREE, alias_bomb
 
 FAST = ["--sample-steps", "8"]
 SEED_TREE_FILES = {
@@ -64,7 +64,7 @@ def test_torchrun_two_ranks_writes_exactly_the_documented_tree(two_rank_run) -> 
         assert info.frames == seconds * 44100
         data, _ = sf.read(files[relpath], dtype="float32")
         assert np.isfinite(data).all() and np.abs(data).max() > 0
-    assert "done: 8 items, 140.0 s of audio" in result.stdout
+    assert "done: 8 items generated, 140.0 s of audio" in result.stdout
     assert "2 rank(s) x cpu, DiT in fp32" in result.stdout
 
 
@@ -121,7 +121,7 @@ def test_write_failures_stop_the_run_with_a_clear_error(small_model, tmp_path, c
     (out / "kit").write_text("a file where the kit/ directory should go")  # like a full or read-only disk
     code = cli.main(["--cond-yaml-path", str(write(tmp_path, SMALL_TREE)), "--output-dir", str(out), *FAST])
     err = capsys.readouterr().err
-    assert code == cli.EXIT_WRITE_FAILED
+    assert code == exits.EXIT_WRITE_FAILED
     assert "writing generated audio failed" in err and "kit" in err
 
 
@@ -142,10 +142,41 @@ def expect_usage_error(tmp_path: Path, capsys, args: list[str], message: str) ->
         ("kit:\n  kick: {seconds_total: 1}\n", "tree.yaml:2: kit/kick: leaf has no 'prompt'"),
         ("kit:\n  kick: {prompt: kick, seconds_total: long}\n", "kit/kick/seconds_total: expected a number, got str 'long'"),
         ("kit:\n  kick: {prompt: kick, seconds_total: 9}\n", "kit/kick: seconds_start + seconds_total = 9 s is longer than"),
+        ("splits:\n  kick: {prompt: kick}\n", "tree.yaml:1: splits: 'splits' is reserved: generate.py keeps the split folders"),
     ],
 )
 def test_bad_trees_exit_2_naming_the_yaml_path(small_hub, tmp_path, capsys, tree, message) -> None:
     expect_usage_error(tmp_path, capsys, ["--cond-yaml-path", str(write(tmp_path, tree))], message)
+
+
+def test_an_alias_bomb_stops_at_max_items(small_hub, tmp_path, capsys) -> None:
+    tree = write(tmp_path, alias_bomb(levels=10, width=10))  # 10^10 leaves in about a kilobyte
+    args = ["--cond-yaml-path", str(tree), "--max-items", "50"]
+    err = expect_usage_error(tmp_path, capsys, args, "tree.yaml:1: top/a0/a0/a0/a0/a0/a0/a0/a0/a5/a0: stopped reading here")
+    assert "more than 50 leaves" in err and "limit of 50 items" in err
+
+
+NEGATIVE_WITHOUT_GUIDANCE = "kit:\n  kick: {prompt: kick, seconds_total: 1, negative_prompt: hum}\n  snare: {prompt: snare, seconds_total: 1}\n"
+
+
+@pytest.mark.parametrize(("cfg", "warned"), [("1", True), ("3", False)])
+def test_a_negative_prompt_without_guidance_is_a_warning_not_an_error(small_hub, tmp_path, capsys, cfg, warned) -> None:
+    tree = write(tmp_path, NEGATIVE_WITHOUT_GUIDANCE)
+    out = tmp_path / "out"
+    code = cli.main(["--cond-yaml-path", str(tree), "--output-dir", str(out), "--cfg-scale", cfg, "--dry-run"])
+    captured = capsys.readouterr()
+    assert code == exits.EXIT_OK, captured.err
+    expected = f"warning: {tree}:2: kit/kick: negative_prompt is ignored: the cfg_scale this leaf gets is 1"
+    assert (expected in captured.err) == warned and captured.err.count("warning:") == int(warned), captured.err
+    assert "dry run: 2 items" in captured.out and not out.exists()  # the dry run went on to print its plan
+
+
+def test_dry_run_checks_the_tree_and_the_plan_as_a_run_does(small_hub, tmp_path, capsys) -> None:
+    too_long = "kit:\n  kick: {prompt: kick, seconds_total: 9}\n"  # the model's window: checked by the plan
+    args = ["--cond-yaml-path", str(write(tmp_path, too_long)), "--dry-run"]
+    expect_usage_error(tmp_path, capsys, args, "kit/kick: seconds_start + seconds_total = 9 s is longer than")
+    args = ["--cond-yaml-path", str(write(tmp_path, "report.html:\n  a: {prompt: x}\n")), "--dry-run"]
+    expect_usage_error(tmp_path, capsys, args, "tree.yaml:1: report.html: 'report.html' is reserved")
 
 
 def test_unknown_model_exits_2_naming_the_flag(small_hub, tmp_path, capsys) -> None:

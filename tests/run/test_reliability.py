@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from stable_audio_tools_ext.model.tiny import DEMO_REPO_ID
 from stable_audio_tools_ext.output.manifest import PARTS_DIRNAME, load_records
-from stable_audio_tools_ext.run import cli
+from stable_audio_tools_ext.run import cli, exits
 from tests.conftest import REPO_ROOT
 from tests.support import GENERATE, all_files, audio_files, write
 from tests.trees import DRUMS_AND_FX_FILES, DRUMS_AND_FX_TREE
@@ -36,7 +36,7 @@ def mtimes(out: Path) -> dict[str, int]:
 
 def test_resume_regenerates_exactly_the_missing_and_damaged_files(small_model, tmp_path, capsys) -> None:
     out = tmp_path / "out"
-    assert generate(tmp_path, out) == cli.EXIT_OK
+    assert generate(tmp_path, out) == exits.EXIT_OK
     assert set(audio_files(out)) == TREE_FILES
     before = mtimes(out)
     (out / "drums/kick_item-1.wav").unlink()
@@ -47,7 +47,7 @@ def test_resume_regenerates_exactly_the_missing_and_damaged_files(small_model, t
         manifest.write('{"path": "drums/kick_item-2.wav", "status": "o')  # a torn last line
     capsys.readouterr()
 
-    assert generate(tmp_path, out) == cli.EXIT_OK
+    assert generate(tmp_path, out) == exits.EXIT_OK
     assert "3 of 6 items already complete" in capsys.readouterr().out
     after = mtimes(out)
     regenerated = {name for name in after if after[name] != before.get(name)}
@@ -57,28 +57,37 @@ def test_resume_regenerates_exactly_the_missing_and_damaged_files(small_model, t
     assert set(records) == TREE_FILES and all(r["status"] == "ok" for r in records.values())
     assert not (out / PARTS_DIRNAME).exists() or not any((out / PARTS_DIRNAME).iterdir())
 
-    assert generate(tmp_path, out) == cli.EXIT_OK  # a third run has nothing to do
+    capsys.readouterr()
+    assert generate(tmp_path, out) == exits.EXIT_OK  # a third run has nothing to do
     assert mtimes(out) == after
+    closing = capsys.readouterr().out
+    assert "done: 0 items generated, 0.0 s of audio" in closing  # what this run did, not what the folder holds
+    assert "6 of the 6 items were already complete" in closing
+
+    assert generate(tmp_path, out, "--overwrite") == exits.EXIT_OK
+    text = capsys.readouterr().out
+    assert "overwrite: regenerating all 6 items" in text and "resume:" not in text
+    assert "done: 6 items generated, 9.0 s of audio" in text
 
 
 def test_changed_parameters_regenerate_only_the_affected_items(small_model, tmp_path, capsys) -> None:
     out = tmp_path / "out"
-    assert generate(tmp_path, out) == cli.EXIT_OK
+    assert generate(tmp_path, out) == exits.EXIT_OK
     before = mtimes(out)
     changed_tree = TREE.replace("kick drum", "808 kick drum")
-    assert generate(tmp_path, out, tree=changed_tree) == cli.EXIT_OK
+    assert generate(tmp_path, out, tree=changed_tree) == exits.EXIT_OK
     assert "2 regenerated (parameters changed)" in capsys.readouterr().out
     after = mtimes(out)
     assert {n for n in after if after[n] != before[n]} == {"drums/kick_item-1.wav", "drums/kick_item-2.wav"}
     assert load_records(out)["drums/kick_item-1.wav"]["prompt"] == "808 kick drum"
 
-    assert generate(tmp_path, out, "--overwrite", tree=changed_tree) == cli.EXIT_OK
+    assert generate(tmp_path, out, "--overwrite", tree=changed_tree) == exits.EXIT_OK
     assert all(new != after[name] for name, new in mtimes(out).items())
 
 
 def test_manifest_records_every_field_a_dataset_needs(small_model, tmp_path) -> None:
     out = tmp_path / "out"
-    assert generate(tmp_path, out) == cli.EXIT_OK
+    assert generate(tmp_path, out) == exits.EXIT_OK
     lines = (out / "manifest.jsonl").read_text().splitlines()
     assert len(lines) == len(TREE_FILES)
     record = {r["path"]: r for r in map(json.loads, lines)}["fx/door_item-1.wav"]
@@ -97,7 +106,7 @@ def test_manifest_records_every_field_a_dataset_needs(small_model, tmp_path) -> 
 
 def test_dry_run_prints_the_plan_without_writing(small_hub, tmp_path, capsys) -> None:
     out = tmp_path / "never-created"
-    assert generate(tmp_path, out, "--dry-run", "--world-size", "4") == cli.EXIT_OK
+    assert generate(tmp_path, out, "--dry-run", "--world-size", "4") == exits.EXIT_OK
     text = capsys.readouterr().out
     assert not out.exists()
     assert "dry run: 6 items; 0 of 6 items already complete; 6 to generate = 9.0 s of audio" in text
@@ -107,24 +116,35 @@ def test_dry_run_prints_the_plan_without_writing(small_hub, tmp_path, capsys) ->
 
 def test_dry_run_counts_what_is_already_done(small_model, tmp_path, capsys) -> None:
     out = tmp_path / "out"
-    assert generate(tmp_path, out) == cli.EXIT_OK
+    assert generate(tmp_path, out) == exits.EXIT_OK
     (out / "fx/rain_item-1.wav").unlink()
     capsys.readouterr()
-    assert generate(tmp_path, out, "--dry-run") == cli.EXIT_OK
+    assert generate(tmp_path, out, "--dry-run") == exits.EXIT_OK
     assert "5 of 6 items already complete, 1 regenerated (missing or damaged files); 1 to generate = 2.0 s" in capsys.readouterr().out
 
 
-def test_every_tree_and_model_problem_is_reported_in_one_run(small_hub, tmp_path, capsys) -> None:
+def test_tree_problems_come_first_then_every_model_and_plan_problem_at_once(small_hub, tmp_path, capsys) -> None:
+    """The tree's own problems are reported before the model is looked up (no hub, no torch for a typo);
+    once it reads cleanly, everything that needs the model - window, collisions - is reported in one run."""
     tree = "a:\n  long: {prompt: x, seconds_total: 30}\n  bad: {prompt: y, steps: 0}\n  Case: {prompt: z}\n  case: {prompt: w}\n"
-    code = generate(tmp_path, tmp_path / "o", "--max-items", "50", tree=tree)
+    assert generate(tmp_path, tmp_path / "o", "--max-items", "50", tree=tree) == exits.EXIT_USAGE
     err = capsys.readouterr().err
-    assert code == cli.EXIT_USAGE
-    assert "error: 3 problems in" in err
-    assert err.index("a/long: seconds_start + seconds_total = 30 s") < err.index("a/bad/steps") < err.index("collides")
+    assert "error: 1 problem in" in err and "a/bad/steps" in err
+
+    fixed = tree.replace("steps: 0", "steps: 3")
+    assert generate(tmp_path, tmp_path / "o", "--max-items", "50", tree=fixed) == exits.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "error: 2 problems in" in err
+    assert err.index("a/long: seconds_start + seconds_total = 30 s") < err.index("collides")
+
+
+def test_world_size_outside_a_dry_run_is_refused(small_hub, tmp_path, capsys) -> None:
+    assert generate(tmp_path, tmp_path / "o", "--world-size", "4") == exits.EXIT_USAGE
+    assert "--world-size only applies with --dry-run" in capsys.readouterr().err
 
 
 def test_item_limit_flag(small_hub, tmp_path, capsys) -> None:
-    assert generate(tmp_path, tmp_path / "o", "--max-items", "5") == cli.EXIT_USAGE
+    assert generate(tmp_path, tmp_path / "o", "--max-items", "5") == exits.EXIT_USAGE
     assert "the tree expands to 6 items, more than the limit of 5" in capsys.readouterr().err
 
 
@@ -144,7 +164,7 @@ def test_non_finite_audio_is_reported_and_not_written(small_hub, tmp_path, capsy
     out = tmp_path / "out"
     code = generate(tmp_path, out, *broken_model(small_hub, tmp_path, poison))
     captured = capsys.readouterr()
-    assert code == cli.EXIT_NONFINITE, captured.err
+    assert code == exits.EXIT_NONFINITE, captured.err
     assert "6 items came out NaN/Inf and were not written" in captured.out
     assert audio_files(out) == {}
     records = load_records(out)
@@ -158,7 +178,7 @@ def test_near_silent_audio_is_written_and_flagged(small_hub, tmp_path) -> None:
         state[f"pretransform.model.decoder.layers.{last}.weight_g"].zero_()
 
     out = tmp_path / "out"
-    assert generate(tmp_path, out, *broken_model(small_hub, tmp_path, mute)) == cli.EXIT_OK
+    assert generate(tmp_path, out, *broken_model(small_hub, tmp_path, mute)) == exits.EXIT_OK
     assert set(audio_files(out)) == TREE_FILES
     assert {r["status"] for r in load_records(out).values()} == {"silent"}
 
@@ -270,3 +290,14 @@ def test_sigkill_mid_run_leaves_no_partial_final_files_and_a_rerun_completes(
     assert no_partial_files(out)
     assert_same_audio(out, uninterrupted)
     assert len((out / "manifest.jsonl").read_text().splitlines()) == len(LONG_FILES)
+
+
+def test_start_table_shows_the_sampling_the_run_uses(small_model, tmp_path, capsys) -> None:
+    """Leaves that override the flags make the table say so instead of showing the flags' values."""
+    same = "a:\n  x: {prompt: x, seconds_total: 1, steps: 3, sampler_type: dpmpp-2m, cfg_scale: 5}\n"
+    assert generate(tmp_path, tmp_path / "one", tree=same) == exits.EXIT_OK
+    assert "dpmpp-2m, 3 steps, cfg 5.0" in capsys.readouterr().out
+    mixed = same + "  y: {prompt: y, seconds_total: 1}\n"
+    assert generate(tmp_path, tmp_path / "two", tree=mixed) == exits.EXIT_OK
+    out = capsys.readouterr().out
+    assert "per leaf: 2 sampler/steps/cfg settings (see --dry-run)" in out and "dpmpp-3m-sde" not in out

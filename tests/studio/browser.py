@@ -1,7 +1,7 @@
 """Helpers for the studio's end-to-end tests: run ``run_gradio.py`` as a server, drive a real Chromium.
 
-The browser is Debian's ``/usr/bin/chromium`` (Playwright's own browser download needs a host this
-project does not reach); it is installed with apt-get when missing and the tests run as root.
+The browser comes from the session fixture ``chromium`` (``tests/chromium.py``: Debian's Chromium,
+installed with apt-get when missing and the tests run as root).
 """
 
 from __future__ import annotations
@@ -11,49 +11,15 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
+from tests.chromium import CHROMIUM_ARGS
 from tests.conftest import REPO_ROOT
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Headless, and quiet: no sync, updates, first-run pages or QUIC - nothing that reaches off the machine.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-]
-APT = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]
 SERVER_START_TIMEOUT = 180  # seconds: imports, model load and Gradio start-up on 2 slow cores
-
-
-def _apt(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    return subprocess.run([*APT, *args], env=env, capture_output=True, text=True, timeout=1200)
-
-
-def ensure_chromium() -> Path:
-    """Debian's Chromium, installed with apt-get if missing (as root); otherwise skip with the reason."""
-    if CHROMIUM.exists():
-        return CHROMIUM
-    if os.geteuid() != 0:
-        pytest.skip(f"{CHROMIUM} is missing and installing it needs root: apt-get install chromium")
-    _apt("update", "-q")
-    install = ("install", "-y", "-q", "--no-install-recommends", "chromium")
-    result = _apt(*install)
-    if result.returncode != 0:  # another apt-get may have held the lock past the timeout: try once more
-        result = _apt(*install)
-    assert result.returncode == 0 and CHROMIUM.exists(), f"apt-get install chromium failed:\n{result.stderr[-3000:]}"
-    return CHROMIUM
+READY_LINE = "* Running on local URL:"  # what run_gradio.py prints once the server answers
 
 
 def free_port() -> int:
@@ -64,19 +30,18 @@ def free_port() -> int:
 
 @contextmanager
 def studio_server(env: dict[str, str], tmp_dir: Path, *args: str) -> Iterator[str]:
-    """Run ``run_gradio.py`` on 127.0.0.1 until the block ends; yields its URL.
+    """Run ``run_gradio.py`` on 127.0.0.1 until the block ends; yields its URL once it says it is up.
 
-    Output goes to ``<tmp_dir>.log``, shown if the server does not come up.
+    Output goes to ``<tmp_dir>.log`` (``server_log``), shown if the server does not come up.
     """
     port = free_port()
-    log_path = tmp_dir.with_suffix(".log")
+    log_path = server_log(tmp_dir)
     command = [sys.executable, str(REPO_ROOT / "run_gradio.py"), "--port", str(port), "--tmp-dir", str(tmp_dir), *args]
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
     try:
-        _wait_until_up(url, process, log_path)
-        yield url
+        _wait_until_up(process, log_path)
+        yield f"http://127.0.0.1:{port}/"
     finally:
         process.terminate()
         try:
@@ -86,27 +51,30 @@ def studio_server(env: dict[str, str], tmp_dir: Path, *args: str) -> Iterator[st
             process.wait()
 
 
-def _wait_until_up(url: str, process: subprocess.Popen, log_path: Path) -> None:
+def server_log(tmp_dir: Path) -> Path:
+    """Where ``studio_server`` writes the output of the studio it runs on ``tmp_dir``."""
+    return tmp_dir.with_suffix(".log")
+
+
+def _wait_until_up(process: subprocess.Popen, log_path: Path) -> None:
+    """Until the studio prints ``READY_LINE`` (after Gradio's own check that the server answers)."""
     deadline = time.monotonic() + SERVER_START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"run_gradio.py exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
-        try:
-            urllib.request.urlopen(url, timeout=5).close()
+        if READY_LINE in log_path.read_text():
             return
-        except urllib.error.HTTPError:  # any HTTP answer (e.g. 401 with auth) means it is serving
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"run_gradio.py did not answer within {SERVER_START_TIMEOUT} s:\n{log_path.read_text()[-4000:]}")
+        time.sleep(0.5)
+    raise AssertionError(f"run_gradio.py did not start within {SERVER_START_TIMEOUT} s:\n{log_path.read_text()[-4000:]}")
 
 
 @contextmanager
-def chromium_page(user_data_dir: Path, allowed_origin: str, outside_requests: list[str], extra_args: Sequence[str] = ()):
+def chromium_page(
+    executable: Path, user_data_dir: Path, allowed_origin: str, outside_requests: list[str], extra_args: Sequence[str] = ()
+):
     """A page in a fresh headless Chromium profile; URLs it requests off ``allowed_origin`` are recorded."""
     from playwright.sync_api import sync_playwright
 
-    executable = ensure_chromium()
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(user_data_dir), executable_path=str(executable), headless=True,

@@ -11,7 +11,7 @@ import io
 import pytest
 import soundfile as sf
 
-from tests.studio.browser import chromium_page, copy_if_requested, ensure_chromium, studio_server
+from tests.studio.browser import chromium_page, copy_if_requested, studio_server
 
 pytest.importorskip("playwright.sync_api", reason="install the test extra: pip install -e '.[test]'")
 from playwright.sync_api import expect  # noqa: E402
@@ -21,16 +21,16 @@ TIMEOUT_MS = 120_000
 
 
 @pytest.fixture(scope="module")
-def studio(small_hub_env, tmp_path_factory) -> str:
-    ensure_chromium()  # before the server starts: a first install takes a while
+def studio(small_hub_env, chromium, tmp_path_factory) -> str:
+    """The app on the small-window model; takes ``chromium`` first, as a first install takes a while."""
     tmp_dir = tmp_path_factory.mktemp("browser") / "studio-tmp"
     with studio_server(small_hub_env, tmp_dir) as url:
         yield url
 
 
-def test_generate_tab_plays_and_serves_the_clip(studio, tmp_path) -> None:
+def test_generate_tab_plays_and_serves_the_clip(studio, chromium, tmp_path) -> None:
     outside: list[str] = []
-    with chromium_page(tmp_path / "profile", studio.rstrip("/"), outside) as page:
+    with chromium_page(chromium, tmp_path / "profile", studio.rstrip("/"), outside) as page:
         page.goto(studio)
         page.locator("#prompt textarea").fill("rain on a tin roof")
         for slider, value in (("#seconds-total", "2"), ("#steps", "8"), ("#variations", "2")):
@@ -89,9 +89,9 @@ sfx:
 """
 
 
-def test_batch_tab_shows_every_yaml_error_with_its_path(studio, tmp_path) -> None:
+def test_batch_tab_shows_every_yaml_error_with_its_path(studio, chromium, tmp_path) -> None:
     outside: list[str] = []
-    with chromium_page(tmp_path / "profile", studio.rstrip("/"), outside) as page:
+    with chromium_page(chromium, tmp_path / "profile", studio.rstrip("/"), outside) as page:
         page.goto(studio)
         page.get_by_role("tab", name="Batch").click()
         page.locator("#batch-yaml .cm-content").fill(INVALID_TREE)

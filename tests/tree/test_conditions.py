@@ -6,19 +6,26 @@ import textwrap
 
 import pytest
 
+from stable_audio_tools_ext.datasets.report import REPORT_NAME
+from stable_audio_tools_ext.datasets.training import CONFIG_NAME, METADATA_MODULE_NAME, SPLITS_DIRNAME
 from stable_audio_tools_ext.model.families import SAMPLER_NAMES
+from stable_audio_tools_ext.output.atomic import PARTIAL_SUFFIX
+from stable_audio_tools_ext.output.manifest import MANIFEST_NAME, PARTS_DIRNAME
+from stable_audio_tools_ext.run.progress import PROGRESS_DIRNAME
 from stable_audio_tools_ext.tree.conditions import ConditionTreeError, Problem
 from stable_audio_tools_ext.tree.reader import parse_condition_tree, read_condition_file
-from tests.trees import SEED_DOCUMENT_TREE
+from stable_audio_tools_ext.tree.reserved import reserved_branch_problem, split_config_name
+from tests.conftest import REPO_ROOT
+from tests.trees import SEED_DOCUMENT_TREE, alias_bomb
 
 
-def parse(text: str):
-    return parse_condition_tree(textwrap.dedent(text), SAMPLER_NAMES, source="tree.yaml")
+def parse(text: str, max_items: int = 1_000_000):
+    return parse_condition_tree(textwrap.dedent(text), SAMPLER_NAMES, source="tree.yaml", max_items=max_items)
 
 
-def problems_of(text: str) -> list[str]:
+def problems_of(text: str, max_items: int = 1_000_000) -> list[str]:
     with pytest.raises(ConditionTreeError) as info:
-        parse(text)
+        parse(text, max_items)
     return [p.render("tree.yaml") for p in info.value.problems]
 
 
@@ -143,3 +150,153 @@ def test_reading_a_file_keeps_the_valid_leaves_beside_the_problems(tmp_path) -> 
     leaves, problems = read_condition_file(tree, SAMPLER_NAMES)
     assert [leaf.name for leaf in leaves] == ["a/good"]
     assert [p.yaml_path for p in problems] == ["a/bad/steps"]
+
+
+# Aliases: counted as they expand -----------------------------------------------------------------
+
+
+def test_an_alias_bomb_stops_at_the_item_limit_naming_where(tmp_path) -> None:
+    tree = tmp_path / "bomb.yaml"
+    tree.write_text(alias_bomb(levels=10, width=10))  # 10^10 leaves: only an early stop can finish
+    assert len(tree.read_bytes()) < 1200
+    leaves, problems = read_condition_file(tree, SAMPLER_NAMES, max_items=1000)
+    assert leaves == []  # nothing is built from a tree that is too big
+    (problem,) = problems
+    # The 1,001st leaf in document order: its index 1000 spelled in base 10 over the ten levels.
+    assert problem.yaml_path == "top/a0/a0/a0/a0/a0/a0/a1/a0/a0/a0"
+    assert "more than 1,000 leaves" in problem.message and "limit of 1,000 items" in problem.message
+    assert problem.line == 1  # where the repeated leaf is written
+
+
+def test_the_item_limit_counts_leaves_not_distinct_nodes() -> None:
+    assert len(parse(alias_bomb(levels=2, width=10), max_items=100)) == 100  # exactly at the limit: fine
+    with pytest.raises(ConditionTreeError, match="more than 99 leaves"):
+        parse(alias_bomb(levels=2, width=10), max_items=99)
+    broken = "x-bad: &bad {seconds_total: 1}\nx-l1: &l1 {a: *bad, b: *bad, c: *bad}\ntop: {a: *l1, b: *l1}\n"
+    rendered = problems_of(broken, max_items=4)  # broken leaves count too: a bomb of them stops as early
+    assert len(rendered) == 5 and "top/b/b: stopped reading here" in rendered[-1]
+
+
+def test_merge_keys_keep_one_entry_per_key_however_often_merged() -> None:
+    # PyYAML's own merge appends every merged entry: ten levels of ten-fold merges are 10^10 entries.
+    lines = ["x-m0: &m0 {seconds_total: 3, steps: 9, cfg_scale: 2}"]
+    lines += [f"x-m{i}: &m{i} {{<<: [{', '.join([f'*m{i - 1}'] * 10)}]}}" for i in range(1, 11)]
+    (leaf,) = parse("\n".join(lines) + "\nkit:\n  kick: {<<: *m10, prompt: kick, steps: 4}\n")
+    assert (leaf.seconds_total, leaf.steps, leaf.cfg_scale) == (3.0, 4, 2.0)
+
+
+def test_merge_order_follows_yaml_earlier_sources_and_own_keys_win() -> None:
+    text = """
+    x-a: &a {steps: 1, cfg_scale: 1}
+    x-b: &b {steps: 2, cfg_scale: 2, seed: 2}
+    kit:
+      kick: {<<: [*a, *b], prompt: kick, cfg_scale: 3}
+    """
+    (leaf,) = parse(text)
+    assert (leaf.steps, leaf.cfg_scale, leaf.seed) == (1, 3.0, 2)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a: &a {b: *a}\n", "tree.yaml:1: a/b: recursive alias: this mapping contains itself"),
+        ("a: &a {b: {c: *a}}\n", "a/b/c: recursive alias"),
+        ("a: &a {<<: *a, prompt: x}\n", "tree.yaml:1: a: invalid merge key: a mapping cannot merge itself"),
+        ("a:\n  b: {<<: [1, 2], prompt: x}\n", "a/b: invalid merge key: expected a mapping or a list of mappings, got the scalar '1'"),
+    ],
+)
+def test_recursive_aliases_and_bad_merges_are_reported_not_followed(text: str, expected: str) -> None:
+    rendered = problems_of(text)
+    assert any(expected in line for line in rendered), rendered
+
+
+# x- blocks: a home for anchors -------------------------------------------------------------------
+
+ANCHORS_TREE = """
+x-common: &common {seconds_total: 4, negative_prompt: noisy}
+x-kick: &kick {prompt: a kick drum, seed: 7}
+x-notes: [any, list]
+x-version: 2
+x-draft: {prompt: 808, steps: zero, unknown: 1}
+_defaults: {steps: 20}
+kit:
+  _defaults: {<<: *common, cfg_scale: 5}
+  kick: *kick
+  snare: {<<: *common, prompt: a snare, seconds_total: 2}
+sfx:
+  x-ray: {prompt: an x-ray machine hums}
+"""
+
+
+def test_top_level_x_blocks_are_ignored_and_their_anchors_merge() -> None:
+    by_name = {leaf.name: leaf for leaf in parse(ANCHORS_TREE)}
+    assert list(by_name) == ["kit/kick", "kit/snare", "sfx/x-ray"]  # no x- block became a leaf or an error
+    kick, snare = by_name["kit/kick"], by_name["kit/snare"]
+    assert (kick.prompt, kick.seed, kick.seconds_total, kick.negative_prompt, kick.cfg_scale, kick.steps) == (
+        "a kick drum", 7, 4.0, "noisy", 5.0, 20)  # fmt: skip
+    assert (snare.prompt, snare.seconds_total, snare.negative_prompt, snare.line) == ("a snare", 2.0, "noisy", 11)
+    assert by_name["sfx/x-ray"].prompt == "an x-ray machine hums"  # below the top, x- is an ordinary name
+
+
+def test_x_blocks_below_the_top_level_are_ordinary_names_with_a_hint() -> None:
+    (line,) = problems_of("kit:\n  x-common: &c {seconds_total: 4}\n  kick: {<<: *c, prompt: kick}\n")
+    assert line.startswith("tree.yaml:2: kit/x-common: leaf has no 'prompt'")
+    assert "keys starting with 'x-' are ignored only at the top level" in line
+
+
+def test_values_merged_from_an_x_block_are_checked_where_they_are_used() -> None:
+    (line,) = problems_of("x-common: &c {seconds_total: ten}\nkit:\n  kick: {<<: *c, prompt: kick}\n")
+    assert line == "tree.yaml:1: kit/kick/seconds_total: expected a number, got str 'ten'"
+
+
+def test_a_tree_of_only_x_blocks_has_no_leaves() -> None:
+    assert any("<root>: empty mapping" in line for line in problems_of("x-common: {seconds_total: 4}\n"))
+
+
+def test_the_example_sweep_shows_x_anchors_across_branches() -> None:
+    leaves = parse((REPO_ROOT / "example" / "generation" / "sound_design_sweep.yaml").read_text())
+    by_name = {leaf.name: leaf for leaf in leaves}
+    assert sorted(by_name) == sorted(["foley/footsteps-gravel", "foley/door-creak", "foley/glass-break",
+                                      "ambience/rain-city", "ambience/forest-dawn", "ambience/thunder-clap"])  # fmt: skip
+    glass, thunder = by_name["foley/glass-break"], by_name["ambience/thunder-clap"]
+    assert (glass.seconds_total, glass.steps, glass.negative_prompt, glass.n_samples) == (
+        2.0, 50, "reverb, room tone, low quality", 3)  # fmt: skip
+    assert (thunder.seconds_total, thunder.steps, thunder.cfg_scale) == (4.0, 50, 5.0)
+
+
+# Names the tool keeps for itself at the top of the output folder ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["splits", "Splits", ".progress", ".manifest-parts", "manifest.jsonl", "report.html", "dataset_config.json",
+     "dataset_config.train.json", "dataset_metadata.py", ".manifest.jsonl.abc123.partial"],
+)  # fmt: skip
+def test_top_level_branches_named_like_the_tools_own_files_are_refused(name: str) -> None:
+    (line,) = problems_of(f"'{name}':\n  a: {{prompt: x}}\nok:\n  b: {{prompt: y}}\n")
+    assert line.startswith(f"tree.yaml:1: {name}: '{name}' is reserved: generate.py keeps ")
+    assert "rename the branch" in line
+
+
+def test_only_paths_that_collide_are_refused() -> None:
+    text = """
+    report: {prompt: "a leaf's files are report_item-1.wav: no clash"}
+    splits: {prompt: splits_item-1.wav}
+    manifest.jsonl: {prompt: manifest.jsonl_item-1.wav}
+    .hidden:
+      a: {prompt: hidden folders are fine unless they are temporary-file names}
+    music:
+      splits:
+        b: {prompt: only the top level of the output folder is reserved}
+    """
+    assert [leaf.name for leaf in parse(text)] == ["report", "splits", "manifest.jsonl", ".hidden/a", "music/splits/b"]
+    (line,) = problems_of("music:\n  .take.partial:\n    a: {prompt: x}\n")  # every run deletes these, at any depth
+    assert line.startswith("tree.yaml:2: music/.take.partial: '.take.partial' is reserved")
+
+
+def test_every_name_the_tool_writes_in_the_output_folder_is_reserved() -> None:
+    """The writers take their names from tree.reserved; this fails if one goes back to its own copy."""
+    top_level = [MANIFEST_NAME, PARTS_DIRNAME, PROGRESS_DIRNAME, REPORT_NAME, CONFIG_NAME, METADATA_MODULE_NAME,
+                 SPLITS_DIRNAME, split_config_name("val")]  # fmt: skip
+    assert all(reserved_branch_problem(name, top_level=True) for name in top_level)
+    assert reserved_branch_problem(f".{MANIFEST_NAME}.x1y2{PARTIAL_SUFFIX}", top_level=False)

@@ -13,8 +13,15 @@ from hypothesis import strategies as st
 from stable_audio_tools_ext.model.families import SAMPLER_NAMES
 from stable_audio_tools_ext.request import LATENT_BUCKET_FRAMES, LatentGeometry, latent_frames_for
 from stable_audio_tools_ext.run.views import imbalance, rank_costs
-from stable_audio_tools_ext.tree.conditions import ConditionTreeError
-from stable_audio_tools_ext.tree.plan import SamplingDefaults, balanced_order, build_plan, derive_seed, make_batches
+from stable_audio_tools_ext.tree.conditions import ConditionTreeError, warnings_report
+from stable_audio_tools_ext.tree.plan import (
+    SamplingDefaults,
+    balanced_order,
+    build_plan,
+    derive_seed,
+    make_batches,
+    plan_warnings,
+)
 from stable_audio_tools_ext.tree.reader import parse_condition_tree
 from tests.trees import SEED_DOCUMENT_TREE
 
@@ -157,3 +164,33 @@ def test_batch_size_can_depend_on_the_group() -> None:
     size_by_length = {48: 4, 864: 2}  # as --batch-size auto would find: smaller batches for longer latents
     batches = make_batches(items, lambda item: size_by_length[item.request.latent_frames])
     assert [len(b) for b in batches] == [4, 1, 2, 1]
+
+
+NEGATIVE_PROMPTS_TREE = """\
+_defaults: {negative_prompt: muddy}
+kit:
+  kick: {prompt: kick, n_samples: 3}
+  snare: {prompt: snare, cfg_scale: 1}
+  hat: {prompt: hat, negative_prompt: null}
+  clap: {prompt: clap, cfg_scale: 4}
+"""
+
+
+def test_a_negative_prompt_without_guidance_is_warned_once_per_leaf() -> None:
+    # cfg 1 from the command line (Stable Audio Open Small's default): kick (3 items) and snare.
+    # hat has no negative prompt, clap has guidance; the run goes on either way.
+    items = plan(NEGATIVE_PROMPTS_TREE, cfg_scale=1.0)
+    warnings = plan_warnings(items)
+    assert [(w.yaml_path, w.line) for w in warnings] == [("kit/kick", 3), ("kit/snare", 4)]
+    assert warnings_report(warnings, "t.yaml").splitlines()[0] == (
+        "warning: t.yaml:3: kit/kick: negative_prompt is ignored: the cfg_scale this leaf gets is 1, which switches "
+        "off the classifier-free guidance a negative prompt works through; set cfg_scale above 1 to use it"
+    )
+    # With guidance from the command line, only the leaf that sets cfg_scale 1 itself is warned.
+    assert [w.yaml_path for w in plan_warnings(plan(NEGATIVE_PROMPTS_TREE, cfg_scale=7.0))] == ["kit/snare"]
+
+
+def test_no_warning_without_a_negative_prompt_or_with_guidance() -> None:
+    assert plan_warnings(plan("a:\n  b: {prompt: x, cfg_scale: 1}\n")) == []
+    assert plan_warnings(plan("a:\n  b: {prompt: x, negative_prompt: hum, cfg_scale: 1.5}\n")) == []
+    assert warnings_report([], "t.yaml") == ""

@@ -1,0 +1,71 @@
+"""Upstream warnings and prints a user cannot act on, hidden in one place for every entry point.
+
+stable-audio-tools 0.0.19 and the libraries it pulls in warn about their own deprecated calls on
+every run, and print a notice about flash-attn at import; none of it says anything about the
+user's input or output. Each filter names the
+warning's category, the start of its message and the module it is attributed to, so the same text
+from anywhere else, and every other warning, still shows. This module imports nothing from the
+package, so every stage and entry script may call it (``tests/test_layout.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+import warnings
+from collections.abc import Iterator
+from typing import TextIO
+
+# (category, message regex, module regex): matched against the start of the message, and the whole module name.
+KNOWN_LIBRARY_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
+    # clip, imported by k-diffusion
+    (UserWarning, r"pkg_resources is deprecated as an API", r"clip\.clip"),
+    # the Oobleck VAE
+    (FutureWarning, r"`torch\.nn\.utils\.weight_norm` is deprecated", r"torch\.nn\.utils\.weight_norm"),
+    # the T5 conditioner
+    (FutureWarning, r"`torch\.cuda\.amp\.autocast\(args\.\.\.\)` is deprecated", r"stable_audio_tools\.models\.conditioners"),
+    # the T5 conditioner's autocast on a machine without CUDA
+    (UserWarning, r"CUDA is not available or torch_xla is imported\. Disabling autocast", r"torch\.cuda\.amp\.autocast_mode"),
+)
+
+
+def hide_library_warnings() -> None:
+    """Install the filters; call before importing the libraries, as some of them warn at import."""
+    for category, message, module in KNOWN_LIBRARY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module + r"\Z")
+
+
+# Lines stable-audio-tools prints (with print(), not as warnings) when its transformer module is
+# imported on a machine without flash-attn: the DiT then uses PyTorch's own attention, which is what
+# Stable Audio's models are run with on most GPUs anyway.
+KNOWN_LIBRARY_PRINTS = frozenset({"No module named 'flash_attn'", "flash_attn not installed, disabling Flash Attention"})
+
+
+class _LineFilter(io.TextIOBase):
+    """A stdout stand-in that passes on every line except ``KNOWN_LIBRARY_PRINTS``."""
+
+    def __init__(self, target: TextIO) -> None:
+        self._target, self._pending = target, ""
+
+    def write(self, text: str) -> int:
+        *lines, self._pending = (self._pending + text).split("\n")
+        for line in lines:
+            if line not in KNOWN_LIBRARY_PRINTS:
+                self._target.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self._target.write(self._pending)
+            self._pending = ""
+        self._target.flush()
+
+
+@contextlib.contextmanager
+def hide_library_prints() -> Iterator[None]:
+    """Around the first import of stable-audio-tools: drop exactly its known lines from stdout."""
+    line_filter = _LineFilter(sys.stdout)
+    with contextlib.redirect_stdout(line_filter):
+        yield
+    line_filter.flush()

@@ -1,0 +1,57 @@
+"""The upstream warnings the entry points hide (``stable_audio_tools_ext/quiet.py``): those, and only those.
+
+``generate.py``'s output is checked by its own tests and the studio's in ``tests/studio/test_studio.py``
+(a launched studio's log); here, the filters themselves and the export command.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+from stable_audio_tools_ext.quiet import KNOWN_LIBRARY_WARNINGS, hide_library_warnings
+from tests.conftest import REPO_ROOT
+
+# The warnings as stable-audio-tools 0.0.19, torch 2.14 and setuptools 80 raise them: (module, category, message).
+RAISED = [
+    ("clip.clip", UserWarning, "pkg_resources is deprecated as an API. See https://setuptools.pypa.io/en/latest/pkg_resources.html."),
+    ("torch.nn.utils.weight_norm", FutureWarning,
+     "`torch.nn.utils.weight_norm` is deprecated in favor of `torch.nn.utils.parametrizations.weight_norm`."),
+    ("stable_audio_tools.models.conditioners", FutureWarning,
+     "`torch.cuda.amp.autocast(args...)` is deprecated. Please use `torch.amp.autocast('cuda', args...)` instead."),
+    ("torch.cuda.amp.autocast_mode", UserWarning, "CUDA is not available or torch_xla is imported. Disabling autocast."),
+]  # fmt: skip
+
+
+def _shown(module: str, category: type[Warning], message: str) -> bool:
+    """Whether ``message`` raised from ``module`` still reaches the user once the filters are in place."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hide_library_warnings()
+        warnings.warn_explicit(message, category, filename=module.replace(".", "/") + ".py", lineno=1, module=module)
+    return bool(caught)
+
+
+def test_the_known_warnings_are_hidden_and_only_from_their_own_module() -> None:
+    assert len(RAISED) == len(KNOWN_LIBRARY_WARNINGS)
+    for module, category, message in RAISED:
+        assert not _shown(module, category, message), message
+        assert _shown("stable_audio_tools_ext.run.job", category, message), f"hidden from our own code: {message}"
+        assert _shown(module, RuntimeWarning, message)
+        assert _shown(module, category, "a new warning: " + message)
+    assert _shown("torch.nn.utils.weight_norm", FutureWarning, "`torch.nn.utils.spectral_norm` is deprecated")
+
+
+def test_export_prints_no_upstream_warnings(small_hub: Path, small_hub_env: dict[str, str], tmp_path: Path) -> None:
+    """A real export builds the model (the VAE's weight_norm) and imports k-diffusion (pkg_resources)."""
+    snapshot = next(small_hub.rglob("model.safetensors")).parent
+    command = [sys.executable, "-m", "stable_audio_tools_ext.model.export", str(snapshot / "model.safetensors"),
+               "--model-config", str(snapshot / "model_config.json"), "--output-dir", str(tmp_path / "exported")]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO_ROOT, env=small_hub_env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "exported" / "model.safetensors").is_file()
+    for _, message, _ in KNOWN_LIBRARY_WARNINGS:
+        assert not re.search(message, result.stderr), result.stderr
