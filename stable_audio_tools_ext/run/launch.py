@@ -205,11 +205,11 @@ def _summarise(
     if not state.pending:
         already = len(items) - totals.done
         console.print(output_tree(args.output_dir, items))
+        in_all = f" ({sum(seconds_of(args, items, spec).values()):.1f} s of audio in all)"
         console.print(
             f"[bold green]done:[/] {generated}"
-            + (f"; {already} of the {len(items)} items were already complete" if already else "")
-            + f"; {sum(seconds_of(args, items, spec).values()):.1f} s of audio in all; "
-            f"manifest: {args.output_dir / MANIFEST_NAME}",
+            + (f"; {already} of the {len(items)} items were already complete{in_all}" if already else "")
+            + f"; manifest: {args.output_dir / MANIFEST_NAME}",
             soft_wrap=True,
         )
         finish_dataset(args, console)
