@@ -26,6 +26,7 @@ ALLOWED = {
     "datasets": {"output", "tree", "request"},
     "run": {"tree", "model", "sampling", "output", "datasets", "request", "quiet"},
     "studio": {"tree", "model", "sampling", "output", "datasets", "run", "request"},
+    "finetune": {"datasets", "output", "tree", "model", "request"},  # finetune.py: prepare (datasets: configs, links)
 }
 
 

@@ -9,10 +9,9 @@ audio)`` supplies each file's prompt. This module writes, next to the audio:
 - ``dataset_config.json``: every generated file exactly once;
 - with ``--split``, ``dataset_config.<split>.json`` per split, each scanning ``splits/<split>/``.
 
-Upstream's ``SampleDataset`` has no file filter: it takes every audio file under a path, and a
-metadata module can only ``__reject__`` a file after it was loaded, whereupon a random other index
-is drawn - wasted reads, and ``len()`` still counts the rejected files. So each split is a folder of
-relative symlinks to its files (valid after moving the output dir), and when splits exist
+Upstream's ``SampleDataset`` has no file filter, so each split is a folder of relative symlinks to
+its files (valid after moving the output dir; why links: ``audio_dir``, which holds the config, link
+and metadata-module pieces this module shares with ``finetune.py prepare``), and when splits exist
 ``dataset_config.json`` lists the split folders instead of the root, which would see every file
 twice. Leaves, not items, are assigned to splits, so no prompt is in two splits.
 
@@ -26,7 +25,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import re
 import sys
 from collections import Counter
@@ -41,47 +39,25 @@ from ..output.manifest import ManifestWriter, Record, fold_parts, load_records
 from ..output.normalize import NORMALIZE_MODES, normalization_from_args
 from ..tree.reserved import DATASET_CONFIG_NAME as CONFIG_NAME
 from ..tree.reserved import DATASET_METADATA_NAME as METADATA_MODULE_NAME
-from ..tree.reserved import SPLITS_DIRNAME, split_config_name
+from ..tree.reserved import MANIFEST_NAME, SPLITS_DIRNAME, split_config_name
+from .audio_dir import DatasetError, audio_dir_config, link_file, metadata_module_source, remove_link_tree
 
 SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 # Statuses of files a model should train on; "silent" files are written but flagged as failures.
 TRAINABLE_STATUSES = ("ok",)
 
-# Written verbatim next to the audio. stable-audio-tools imports it by file path and calls
-# get_custom_metadata(info, audio) for every file it loads; info["path"] is the file as scanned
-# (under a split folder it is the symlink, hence realpath). It reads the manifest itself instead of
-# importing this package, so it works wherever stable-audio-tools does.
-METADATA_MODULE_SOURCE = '''\
-"""Prompts for stable-audio-tools' audio_dir dataset, from the manifest.jsonl next to this file.
+# Written next to the audio (see audio_dir.metadata_module_source for the lookup it shares with
+# finetune.py's module). info["path"] is the file as scanned: under a split folder it is the symlink,
+# whose target (realpath) is the generated file the manifest names.
+METADATA_MODULE_SOURCE = metadata_module_source(
+    docstring="""Prompts for stable-audio-tools' audio_dir dataset, from the manifest.jsonl next to this file.
 
 Written by stable-audio-tools-ext (generate.py --dataset-config). stable-audio-tools imports this
 file by path (the dataset config's custom_metadata_module) and calls get_custom_metadata(info, audio)
 for every audio file it loads. Standard library only.
-"""
-
-import json
-import os
-
-ROOT = os.path.dirname(os.path.realpath(__file__))
-MANIFEST = os.path.join(ROOT, "manifest.jsonl")
-_records = None
-
-
-def _load_records():
-    """The last record per path; a torn line (killed writer) is skipped, as generate.py does."""
-    records = {}
-    with open(MANIFEST, encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("path"), str):
-                records[record["path"]] = record
-    return records
-
-
-def get_custom_metadata(info, audio):
+""",
+    records_name=MANIFEST_NAME,
+    body='''def get_custom_metadata(info, audio):
     """The file's prompt and timing conditions, as it was generated.
 
     seconds_start is the item's seconds_start plus the offset of the crop stable-audio-tools took
@@ -89,13 +65,7 @@ def get_custom_metadata(info, audio):
     seconds_total is the item's seconds_total. Files flagged in the manifest (e.g. silent) are
     rejected; a file the manifest does not know raises, and stable-audio-tools reports and skips it.
     """
-    global _records
-    if _records is None:
-        _records = _load_records()
-    relpath = os.path.relpath(os.path.realpath(info["path"]), ROOT).replace(os.sep, "/")
-    record = _records.get(relpath)
-    if record is None:
-        raise KeyError(f"{info['path']}: no record for {relpath!r} in {MANIFEST}")
+    record = _record_of(info["path"], os.path.realpath(info["path"]))
     if record.get("status") != "ok":
         return {"__reject__": True}
     return {
@@ -103,11 +73,8 @@ def get_custom_metadata(info, audio):
         "seconds_start": record["seconds_start"] + info.get("seconds_start", 0),
         "seconds_total": record["seconds_total"],
     }
-'''
-
-
-class DatasetError(ValueError):
-    """An output dir that cannot be turned into a dataset (no manifest, a name clash)."""
+''',
+)
 
 
 def parse_split_spec(text: str) -> dict[str, float]:
@@ -209,39 +176,6 @@ class DatasetFiles:
     untrainable: int = 0  # files left out of the splits because their status is not "ok"
 
 
-def _config(datasets: Sequence[tuple[str, Path]], metadata_module: Path) -> str:
-    """An ``audio_dir`` dataset config scanning each ``(id, directory)``, all with the metadata module."""
-    # Directory paths end with "/": upstream matches files to their dataset by substring, and
-    # ".../splits/train" would otherwise also match ".../splits/train_extra/...".
-    entries = [{"id": dataset_id, "path": f"{path}/", "custom_metadata_module": str(metadata_module)}
-               for dataset_id, path in datasets]  # fmt: skip
-    return json.dumps({"dataset_type": "audio_dir", "datasets": entries, "random_crop": True}, indent=2) + "\n"
-
-
-def _remove_split_tree(splits_dir: Path) -> None:
-    """Delete an earlier ``splits/`` folder, refusing if it holds anything but links and folders."""
-    if not splits_dir.exists() and not splits_dir.is_symlink():
-        return
-    if splits_dir.is_symlink() or not splits_dir.is_dir():
-        raise DatasetError(f"{splits_dir} is not a folder of split links made by this tool; move it away")
-    for directory, subdirs, files in os.walk(splits_dir, topdown=False):
-        for name in files + subdirs:
-            path = Path(directory, name)
-            if not path.is_symlink() and not path.is_dir():
-                raise DatasetError(f"{path} is not a split link made by this tool; move it away from {splits_dir}")
-            if path.is_symlink():
-                path.unlink()
-            else:
-                path.rmdir()
-    splits_dir.rmdir()
-
-
-def _link_split(output_dir: Path, split: str, relpath: str) -> None:
-    link = output_dir / SPLITS_DIRNAME / split / relpath
-    link.parent.mkdir(parents=True, exist_ok=True)
-    link.symlink_to(os.path.relpath(output_dir / relpath, link.parent))
-
-
 def _record_splits(output_dir: Path, records: dict[str, Record], splits: dict[str, float] | None) -> None:
     """Set (or, without splits, remove) each record's ``split`` through the manifest's own append + fold."""
     changed = []
@@ -278,10 +212,10 @@ def write_dataset(output_dir: Path, splits: dict[str, float] | None = None) -> D
     for stale in output_dir.glob(split_config_name("*")):
         stale.unlink()
     if clash is None:  # else splits/ is a branch of a tree from before the name was reserved, and no split was asked for
-        _remove_split_tree(output_dir / SPLITS_DIRNAME)
+        remove_link_tree(output_dir / SPLITS_DIRNAME)
     result = DatasetFiles()
     if not splits:
-        atomic_write_text(output_dir / CONFIG_NAME, _config([(output_dir.name, output_dir)], metadata_module))
+        atomic_write_text(output_dir / CONFIG_NAME, audio_dir_config([(output_dir.name, output_dir)], metadata_module))
         result.configs.append(output_dir / CONFIG_NAME)
         return result
     split_dirs = {name: output_dir / SPLITS_DIRNAME / name for name in splits}
@@ -291,16 +225,16 @@ def write_dataset(output_dir: Path, splits: dict[str, float] | None = None) -> D
         if record["k"] == 1:
             result.leaves[record["split"]] += 1
         if record.get("status") in TRAINABLE_STATUSES and (output_dir / relpath).is_file():
-            _link_split(output_dir, record["split"], relpath)
+            link_file(output_dir / SPLITS_DIRNAME / record["split"] / relpath, output_dir / relpath)
             result.files[record["split"]] += 1
         else:
             result.untrainable += 1
     datasets = {name: (f"{output_dir.name}-{name}", split_dir) for name, split_dir in split_dirs.items()}
-    atomic_write_text(output_dir / CONFIG_NAME, _config(list(datasets.values()), metadata_module))
+    atomic_write_text(output_dir / CONFIG_NAME, audio_dir_config(list(datasets.values()), metadata_module))
     result.configs.append(output_dir / CONFIG_NAME)
     for name, dataset in datasets.items():
         path = output_dir / split_config_name(name)
-        atomic_write_text(path, _config([dataset], metadata_module))
+        atomic_write_text(path, audio_dir_config([dataset], metadata_module))
         result.configs.append(path)
     return result
 

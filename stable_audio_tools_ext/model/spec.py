@@ -146,6 +146,14 @@ def _read_json(path: Path, where: str) -> Any:
         raise ModelLoadError(f"{where}: not valid JSON ({exc})") from None
 
 
+def read_model_config(path: Path) -> dict[str, Any]:
+    """A local ``--model-config`` file, checked as for generation; for commands that need no weights."""
+    where = f"--model-config {path}"
+    if not path.is_file():
+        raise ModelLoadError(f"{where}: file not found")
+    return _check_config(_read_json(path, where), where)
+
+
 def read_model_spec(request: ModelRequest) -> ModelSpec:
     """Resolve which model to use and read its config; raises ``ModelLoadError`` with advice."""
     if request.pretransform_ckpt_path is not None and not request.pretransform_ckpt_path.is_file():
@@ -163,11 +171,9 @@ def read_model_spec(request: ModelRequest) -> ModelSpec:
             raise ModelLoadError("--model-config and --ckpt-path must be given together for a local model")
         if request.revision is not None:
             raise ModelLoadError("--revision applies to hub models, not to --model-config/--ckpt-path")
-        for flag, path in (("--model-config", request.model_config), ("--ckpt-path", request.ckpt_path)):
-            if not path.is_file():
-                raise ModelLoadError(f"{flag} {path}: file not found")
-        where = f"--model-config {request.model_config}"
-        config = _check_config(_read_json(request.model_config, where), where)
+        config = read_model_config(request.model_config)
+        if not request.ckpt_path.is_file():
+            raise ModelLoadError(f"--ckpt-path {request.ckpt_path}: file not found")
         return ModelSpec(config, str(request.ckpt_path), f"sha256:{_sha256(request.ckpt_path)}{options}", request)
     if request.weights is not None:
         raise ModelLoadError("--weights applies to local training checkpoints (--ckpt-path), not hub models")

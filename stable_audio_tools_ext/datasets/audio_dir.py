@@ -1,0 +1,131 @@
+"""What every stable-audio-tools ``audio_dir`` dataset this tool writes has in common.
+
+Two commands write such datasets: ``generate.py --split`` over a generated folder
+(``datasets.training``) and ``finetune.py prepare`` over captioned audio (``finetune.prepare``).
+Both write the same three kinds of thing, built here once:
+
+- the dataset config JSON that ``create_dataloader_from_config`` (and so ``train.py``) reads;
+- folders of symlinks that select a subset of files: upstream's ``SampleDataset`` takes every audio
+  file under a path and has no filter (a metadata module can only ``__reject__`` a file after it was
+  loaded, whereupon a random other index is drawn, and ``len()`` still counts it), so a split is a
+  folder that holds links to exactly its files;
+- the standalone metadata module: stable-audio-tools imports it by file path and calls
+  ``get_custom_metadata(info, audio)`` for every file it loads. Training often runs in another
+  environment, without this package, so the module needs only the standard library: it reads a
+  JSON-lines file of records (one per audio file, by ``"path"`` relative to the module's folder)
+  that the writer put beside it. ``metadata_module_source`` writes that lookup; each writer adds
+  its own ``get_custom_metadata``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class DatasetError(ValueError):
+    """A folder that cannot be turned into a dataset (no manifest, a name clash, a foreign file)."""
+
+
+def audio_dir_config(datasets: Sequence[tuple[str, Path]], metadata_module: Path) -> str:
+    """An ``audio_dir`` dataset config scanning each ``(id, directory)``, all with the metadata module."""
+    # Directory paths end with "/": upstream matches files to their dataset by substring, and
+    # ".../splits/train" would otherwise also match ".../splits/train_extra/...".
+    entries = [{"id": dataset_id, "path": f"{path}/", "custom_metadata_module": str(metadata_module)}
+               for dataset_id, path in datasets]  # fmt: skip
+    return json.dumps({"dataset_type": "audio_dir", "datasets": entries, "random_crop": True}, indent=2) + "\n"
+
+
+def link_tree_problem(links_dir: Path) -> str | None:
+    """Why ``links_dir`` is not a folder of links this tool made (and may delete), or ``None``.
+
+    Checked before anything is deleted, so a refused folder is left exactly as it was.
+    """
+    if not links_dir.exists() and not links_dir.is_symlink():
+        return None
+    if links_dir.is_symlink() or not links_dir.is_dir():
+        return f"{links_dir} is not a folder of split links made by this tool; move it away"
+    for directory, subdirs, files in os.walk(links_dir):
+        for name in files + subdirs:
+            path = Path(directory, name)
+            if not path.is_symlink() and not path.is_dir():
+                return f"{path} is not a split link made by this tool; move it away from {links_dir}"
+    return None
+
+
+def remove_link_tree(links_dir: Path) -> None:
+    """Delete an earlier folder of split links; raises ``DatasetError`` (deleting nothing) if it holds anything else."""
+    problem = link_tree_problem(links_dir)
+    if problem is not None:
+        raise DatasetError(problem)
+    if not links_dir.exists() and not links_dir.is_symlink():
+        return
+    for directory, subdirs, files in os.walk(links_dir, topdown=False):
+        for name in files + subdirs:
+            path = Path(directory, name)
+            if path.is_symlink():
+                path.unlink()
+            else:
+                path.rmdir()
+    links_dir.rmdir()
+
+
+def link_file(link: Path, target: Path) -> None:
+    """Create ``link`` (and its folders) pointing at ``target`` by a relative path.
+
+    Relative, so the links stay valid when the folders holding link and target move together.
+    """
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(os.path.relpath(target, link.parent))
+
+
+def metadata_module_source(docstring: str, records_name: str, body: str, imports: Sequence[str] = ()) -> str:
+    """The text of a standalone metadata module: ``docstring``, the record lookup, then ``body``.
+
+    The lookup: ``RECORDS`` is ``records_name`` beside the module; ``_record_of(scanned, path)``
+    returns the record of ``path`` (the file stable-audio-tools read, or where its link points),
+    loading the records once per process, and raises ``KeyError`` naming ``scanned`` when there is
+    none (stable-audio-tools then reports the file and draws another). ``body`` defines
+    ``get_custom_metadata(info, audio)``; ``imports`` are further standard-library modules it uses.
+    """
+    import_lines = "".join(f"import {name}\n" for name in sorted({"json", "os", *imports}))
+    return f'"""{docstring}"""\n\n{import_lines}' + _RECORD_LOOKUP.replace("RECORDS_NAME", repr(records_name)) + body
+
+
+# The part of every metadata module that finds a file's record; a torn last line (a killed writer)
+# is skipped, as generate.py skips it in its manifest.
+_RECORD_LOOKUP = '''
+ROOT = os.path.dirname(os.path.realpath(__file__))
+RECORDS = os.path.join(ROOT, RECORDS_NAME)
+_records = None
+
+
+def _load_records():
+    """The last record per path; a torn line (killed writer) is skipped."""
+    records = {}
+    with open(RECORDS, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("path"), str):
+                records[record["path"]] = record
+    return records
+
+
+def _record_of(scanned, path):
+    """The record of ``path`` (relative to this folder: its key); KeyError naming ``scanned`` if none."""
+    global _records
+    if _records is None:
+        _records = _load_records()
+    relpath = os.path.relpath(path, ROOT).replace(os.sep, "/")
+    record = _records.get(relpath)
+    if record is None:
+        raise KeyError(f"{scanned}: no record for {relpath!r} in {RECORDS}")
+    return record
+
+
+'''
