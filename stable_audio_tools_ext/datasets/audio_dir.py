@@ -87,7 +87,8 @@ def metadata_module_source(docstring: str, records_name: str, body: str, imports
     The lookup: ``RECORDS`` is ``records_name`` beside the module; ``_record_of(scanned, path)``
     returns the record of ``path`` (the file stable-audio-tools read, or where its link points),
     loading the records once per process, and raises ``KeyError`` naming ``scanned`` when there is
-    none (stable-audio-tools then reports the file and draws another). ``body`` defines
+    none (stable-audio-tools then reports the file and draws another); ``_wrapped_padding_mask(info)``
+    is the padding mask as 0.0.19's training step needs it. ``body`` defines
     ``get_custom_metadata(info, audio)``; ``imports`` are further standard-library modules it uses.
     """
     import_lines = "".join(f"import {name}\n" for name in sorted({"json", "os", *imports}))
@@ -114,6 +115,15 @@ def _load_records():
             if isinstance(record, dict) and isinstance(record.get("path"), str):
                 records[record["path"]] = record
     return records
+
+
+
+def _wrapped_padding_mask(info):
+    """info["padding_mask"] in a list. stable-audio-tools 0.0.19's diffusion training step stacks
+    md["padding_mask"][0] per item; SampleDataset gives a flat mask, whose [0] is a scalar, and
+    training fails in F.interpolate. Pre-encoded datasets already give a list, kept as it is."""
+    mask = info["padding_mask"]
+    return mask if isinstance(mask, list) else [mask]
 
 
 def _record_of(scanned, path):

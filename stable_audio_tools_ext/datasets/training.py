@@ -62,8 +62,8 @@ for every audio file it loads. Standard library only.
 
     seconds_start is the item's seconds_start plus the offset of the crop stable-audio-tools took
     (info["seconds_start"], 0 unless the file is longer than the training sample size);
-    seconds_total is the item's seconds_total. Files flagged in the manifest (e.g. silent) are
-    rejected; a file the manifest does not know raises, and stable-audio-tools reports and skips it.
+    seconds_total is the item's seconds_total; padding_mask is wrapped as 0.0.19's training step
+    needs it. Files flagged in the manifest (e.g. silent) are rejected; a file the manifest does not know raises, and stable-audio-tools reports and skips it.
     """
     record = _record_of(info["path"], os.path.realpath(info["path"]))
     if record.get("status") != "ok":
@@ -72,6 +72,7 @@ for every audio file it loads. Standard library only.
         "prompt": record["prompt"],
         "seconds_start": record["seconds_start"] + info.get("seconds_start", 0),
         "seconds_total": record["seconds_total"],
+        "padding_mask": _wrapped_padding_mask(info),
     }
 ''',
 )

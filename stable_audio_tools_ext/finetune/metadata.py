@@ -47,12 +47,11 @@ def get_custom_metadata(info, audio):
     """
     record = _record_of(info["path"], info["path"])
     captions = record["captions"]
-    mask = info["padding_mask"]
     return {
         "prompt": captions[0] if CAPTION_POLICY == "first" else random.choice(captions),
         "seconds_start": info["seconds_start"],
         "seconds_total": info["seconds_total"],
-        "padding_mask": mask if isinstance(mask, list) else [mask],
+        "padding_mask": _wrapped_padding_mask(info),
     }
 '''
 

@@ -197,7 +197,8 @@ import importlib.util, json, sys
 spec = importlib.util.spec_from_file_location("metadata_module", {str(folder / "dataset_metadata.py")!r})
 module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
 assert not [m for m in sys.modules if m.startswith(("stable_audio_tools", "numpy", "torch"))]
-out = {{p: module.get_custom_metadata({{"path": {str(folder)!r} + "/" + p, "seconds_start": 0}}, None) for p in {sorted(records)!r}}}
+out = {{p: module.get_custom_metadata({{"path": {str(folder)!r} + "/" + p, "seconds_start": 0, "padding_mask": "MASK"}}, None)
+       for p in {sorted(records)!r}}}
 try:
     module.get_custom_metadata({{"path": {str(folder / "stray.wav")!r}}}, None)
 except KeyError as exc:
@@ -210,5 +211,6 @@ print(json.dumps(out))
     answers = json.loads(result.stdout)
     assert answers.pop(silent) == {"__reject__": True}
     assert "no record for 'stray.wav'" in answers.pop("stray")
-    assert answers == {p: {"prompt": r["prompt"], "seconds_start": r["seconds_start"], "seconds_total": r["seconds_total"]}
+    assert answers == {p: {"prompt": r["prompt"], "seconds_start": r["seconds_start"], "seconds_total": r["seconds_total"],
+                           "padding_mask": ["MASK"]}  # wrapped: 0.0.19's training step stacks padding_mask[0]
                        for p, r in records.items() if p != silent}  # fmt: skip
