@@ -12,9 +12,10 @@ import torch
 
 from ..quiet import hide_library_prints
 from .checkpoints import CheckpointError, read_state_dict
-from .spec import ModelLoadError, ModelRequest, ModelSpec, download
+from .spec import PRECISION_NAMES, ModelLoadError, ModelRequest, ModelSpec, download
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# The dtype of each name ``spec.PRECISION_NAMES`` offers on the command line, in the same order.
+PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.float16, torch.bfloat16), strict=True))
 MAX_KEYS_SHOWN = 8
 
 

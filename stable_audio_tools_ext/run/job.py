@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,15 +23,6 @@ from ..sampling.autobatch import generate_audio_splitting
 from ..tree.plan import WorkItem, make_batches
 from .progress import RankProgress
 from .signals import GracefulStop
-
-
-@dataclass
-class RankOutcome:
-    """What one rank did: files written, items rejected as non-finite, items left by a stop."""
-
-    written: int = 0
-    nonfinite: int = 0
-    remaining: int = 0
 
 
 def _record(item: WorkItem, settings: OutputSettings, loaded: LoadedModel, **fields: Any) -> dict[str, Any]:
@@ -79,12 +69,13 @@ def run_rank(
     manifest: ManifestWriter,
     stop: GracefulStop,
     rank: int,
-) -> RankOutcome:
+) -> None:
     """Generate this rank's items batch by batch while a background thread writes the previous batch.
 
     A stop request ends the loop between batches; every batch already generated is still written.
+    What happened to each item (written, non-finite) is in its manifest record, which is where rank 0
+    reads the job's outcome from.
     """
-    outcome = RankOutcome()
 
     def write_batch(job: tuple[list[WorkItem], torch.Tensor, float]) -> None:
         batch, audio, share = job
@@ -92,20 +83,14 @@ def run_rank(
         for item, clip in zip(batch, audio):
             fields = _write_item(item, clip, output_dir, settings, loaded)
             records.append(_record(item, settings, loaded, wall_seconds=round(share, 3), rank=rank, **fields))
-            if fields["status"] == "nonfinite":
-                outcome.nonfinite += 1
-            else:
-                outcome.written += 1
         manifest.append(records)
         progress.advance(len(batch), sum(r["frames"] for r in records) / loaded.spec.sample_rate)
 
     batches = make_batches(items, batch_size)
     with BackgroundWriter(write_batch) as writer:
-        for index, batch in enumerate(batches):
+        for batch in batches:
             if stop.requested:
-                outcome.remaining = sum(len(b) for b in batches[index:])
                 break
             started = time.perf_counter()
             audio = generate_audio_splitting(loaded, [item.request for item in batch]).cpu()
             writer.submit((batch, audio, (time.perf_counter() - started) / len(batch)))
-    return outcome
