@@ -3,9 +3,9 @@
 The studio promises that what a user hears is what ``generate.py`` produces for the same settings.
 It keeps that promise by construction rather than by imitation: an audition is written as the YAML
 leaf that the Export button hands out, validated and planned by the CLI's own ``tree.reader`` and
-``tree.plan`` code, and generated and written by the CLI's own per-rank loop (``run.job.run_rank``, which
-calls ``sampling.engine.generate_audio`` and writes WAVs and manifest records exactly as a ``--clip-length``
-run does). The batch tab runs pasted trees through the same three steps.
+``tree.plan`` code, and generated and written by the CLI's own per-rank loop (through ``run.inprocess``,
+which fine-tuning demos share: WAVs and manifest records exactly as a ``--clip-length`` run writes them).
+The batch tab runs pasted trees through the same three steps.
 """
 
 from __future__ import annotations
@@ -24,22 +24,17 @@ from rich.console import Console
 
 from ..model.loading import LoadedModel
 from ..model.spec import ModelSpec
-from ..output.manifest import ManifestWriter, Record, fold_parts
-from ..output.resume import OutputSettings
-from ..run.job import run_rank
+from ..output.manifest import Record
+from ..run import inprocess
 from ..run.outputs import written_seconds
-from ..run.progress import RankProgress, remove_progress
-from ..run.signals import GracefulStop
 from ..run.views import output_tree
-from ..tree.conditions import ConditionTreeError, segment_problem, warnings_report
-from ..tree.plan import SamplingDefaults, WorkItem, build_plan, plan_warnings
-from ..tree.reader import read_condition_file
+from ..tree.conditions import segment_problem
+from ..tree.plan import WorkItem
 from .files import confined
 
 RANDOM_SEED = -1
 RANDOM_SEED_RANGE = 2**32  # the range upstream's random seeds (and derived seeds) use
-AUDIO_FORMAT = "wav"  # 16-bit PCM, generate.py's default
-TREE_FILENAME = "tree.yaml"
+TREE_FILENAME = inprocess.DEFAULT_SOURCE  # the name a saved tree has, and its problems cite
 
 
 @dataclass(frozen=True)
@@ -99,15 +94,6 @@ def audition_tree(audition: Audition, seed: int, variations: int, name: str = "a
     return tree
 
 
-def sampling_defaults(spec: ModelSpec) -> SamplingDefaults:
-    """What ``generate.py`` uses for flags that are not given: the model family's defaults."""
-    family = spec.family
-    return SamplingDefaults(
-        steps=family.steps, cfg_scale=family.cfg_scale, sampler_type=family.sampler_type,
-        sigma_min=family.sigma_min, sigma_max=family.sigma_max,
-    )  # fmt: skip
-
-
 def model_flags(loaded: LoadedModel) -> str:
     """The ``generate.py`` flags that select this model, revision and precision (all of which change the audio)."""
     spec, request = loaded.spec, loaded.spec.request
@@ -143,26 +129,6 @@ def write_tree(text: str, run_dir: Path, tmp_dir: Path) -> Path:
     return path
 
 
-def plan_tree(
-    tree_file: Path, spec: ModelSpec, defaults: SamplingDefaults, max_items: int, source: str = TREE_FILENAME
-) -> tuple[list[WorkItem], str]:
-    """Validate and plan a tree exactly as ``generate.py`` does: its items and its warnings as text.
-
-    Problems of the leaves and of the plan (window, item limit, name collisions) are gathered
-    together, as the CLI does, so the user sees all of them at once (``ConditionTreeError``). The
-    warnings (``warning: tree.yaml:3: a/b: ...`` lines, empty if none) are the ones ``generate.py``
-    prints before a run that goes ahead anyway.
-    """
-    leaves, problems = read_condition_file(tree_file, spec.family.samplers, max_items=max_items)
-    try:
-        items = build_plan(leaves, defaults, spec.window_seconds, AUDIO_FORMAT, source, max_items, spec.geometry)
-    except ConditionTreeError as exc:
-        problems = problems + exc.problems
-    if problems:
-        raise ConditionTreeError(problems, source)
-    return items, warnings_report(plan_warnings(items), source)
-
-
 def preview_text(items: Sequence[WorkItem], spec: ModelSpec, output_label: str = "results") -> str:
     """Item count, audio seconds and the output tree of a plan, as plain text."""
     seconds = sum(written_seconds(item, spec.geometry, clip_length=True) for item in items)
@@ -170,27 +136,6 @@ def preview_text(items: Sequence[WorkItem], spec: ModelSpec, output_label: str =
     console.print(f"{len(items)} items, {seconds:.1f} s of audio")
     console.print(output_tree(Path(output_label), items))
     return console.file.getvalue()
-
-
-def output_settings(loaded: LoadedModel) -> OutputSettings:
-    """What ``generate.py --clip-length`` records for this model, so manifests and fingerprints match."""
-    spec = loaded.spec
-    return OutputSettings(
-        model=spec.source, model_revision=spec.revision, precision=loaded.precision,
-        audio_format=AUDIO_FORMAT, clip_length=True,
-    )  # fmt: skip
-
-
-class _CallbackProgress(RankProgress):
-    """The CLI's progress counters, also reported to a callback (items done, items in total)."""
-
-    def __init__(self, output_dir: Path, total: int, on_advance: Callable[[int, int], None]) -> None:
-        self._on_advance = on_advance
-        super().__init__(output_dir, rank=0, total=total)
-
-    def advance(self, items: int, audio_seconds: float) -> None:
-        super().advance(items, audio_seconds)
-        self._on_advance(self.done, self.total)
 
 
 def generate_items(
@@ -201,21 +146,11 @@ def generate_items(
     batch_size: int,
     on_advance: Callable[[int, int], None] = lambda done, total: None,
 ) -> dict[str, Record]:
-    """Generate and write ``items`` below ``output_dir`` as a one-rank ``generate.py`` run; returns the manifest.
+    """``run.inprocess.generate_items`` into ``output_dir``, which must still lie inside ``tmp_dir``.
 
-    ``output_dir`` must lie inside ``tmp_dir``, checked before anything is written
-    (``OutsideTmpDirError`` if it was swapped for a link). The app handles one request at a time and
-    has no signals to honour, so the stop request that ``run_rank`` checks between batches is never set.
+    Checked before anything is written (``OutsideTmpDirError`` if the folder was swapped for a link).
     """
-    output_dir = confined(output_dir, tmp_dir)
-    progress = _CallbackProgress(output_dir, len(items), on_advance)
-    manifest = ManifestWriter(output_dir, rank=0)
-    try:
-        run_rank(loaded, items, batch_size, output_dir, output_settings(loaded), progress, manifest, GracefulStop(), 0)
-    finally:
-        manifest.close()
-        remove_progress(output_dir)
-    return fold_parts(output_dir)
+    return inprocess.generate_items(loaded, items, confined(output_dir, tmp_dir), batch_size, on_advance)
 
 
 @contextmanager

@@ -16,6 +16,7 @@ import gradio as gr
 
 from ..model.loading import LoadedModel
 from ..output.manifest import Record, load_records
+from ..run.inprocess import plan_tree, sampling_defaults
 from ..tree.conditions import ConditionTreeError
 from ..tree.plan import SamplingDefaults, WorkItem
 from .actions import (
@@ -25,10 +26,8 @@ from .actions import (
     counting_denoiser_calls,
     generate_items,
     model_flags,
-    plan_tree,
     preview_text,
     resolve_seed,
-    sampling_defaults,
     tree_yaml,
     write_spectrogram,
     write_tree,

@@ -29,15 +29,14 @@ import run_gradio
 from stable_audio_tools_ext.quiet import KNOWN_LIBRARY_WARNINGS
 from stable_audio_tools_ext.request import GenerationRequest
 from stable_audio_tools_ext.run import cli, exits
+from stable_audio_tools_ext.run.inprocess import plan_tree, sampling_defaults
 from stable_audio_tools_ext.studio.actions import (
     RANDOM_SEED_RANGE,
     Audition,
     audition_tree,
     generate_items,
     leaf_path,
-    plan_tree,
     resolve_seed,
-    sampling_defaults,
     tree_yaml,
     write_tree,
 )

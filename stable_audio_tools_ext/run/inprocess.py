@@ -1,0 +1,100 @@
+"""Generate a condition tree inside an already running process, with a model it already holds.
+
+Two callers need ``generate.py``'s results without starting ``generate.py``: the studio (a model
+loaded once, many requests) and fine-tuning demos (the model being trained, at each checkpoint).
+Both must produce exactly what ``generate.py --clip-length`` would for the same tree and model, so
+both go through the CLI's own pieces: the tree is read and planned by ``tree.reader``/``tree.plan``,
+and items are generated and written by the per-rank loop ``run.job.run_rank`` (WAVs and manifest
+records, as one rank of a job).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ..model.loading import LoadedModel
+from ..model.spec import ModelSpec
+from ..output.manifest import ManifestWriter, Record, fold_parts
+from ..output.resume import OutputSettings
+from ..tree.conditions import ConditionTreeError, warnings_report
+from ..tree.plan import SamplingDefaults, WorkItem, build_plan, plan_warnings
+from ..tree.reader import read_condition_file
+from .job import run_rank
+from .progress import RankProgress, remove_progress
+from .signals import GracefulStop
+
+AUDIO_FORMAT = "wav"  # 16-bit PCM, generate.py's default
+DEFAULT_SOURCE = "tree.yaml"
+
+
+def sampling_defaults(spec: ModelSpec) -> SamplingDefaults:
+    """What ``generate.py`` uses for flags that are not given: the model family's defaults."""
+    family = spec.family
+    return SamplingDefaults(
+        steps=family.steps, cfg_scale=family.cfg_scale, sampler_type=family.sampler_type,
+        sigma_min=family.sigma_min, sigma_max=family.sigma_max,
+    )  # fmt: skip
+
+
+def plan_tree(
+    tree_file: Path, spec: ModelSpec, defaults: SamplingDefaults, max_items: int, source: str = DEFAULT_SOURCE
+) -> tuple[list[WorkItem], str]:
+    """Validate and plan a tree exactly as ``generate.py`` does: its items and its warnings as text.
+
+    Problems of the leaves and of the plan (window, item limit, name collisions) are gathered
+    together, as the CLI does, so the user sees all of them at once (``ConditionTreeError``). The
+    warnings (``warning: tree.yaml:3: a/b: ...`` lines, empty if none) are the ones ``generate.py``
+    prints before a run that goes ahead anyway.
+    """
+    leaves, problems = read_condition_file(tree_file, spec.family.samplers, max_items=max_items)
+    try:
+        items = build_plan(leaves, defaults, spec.window_seconds, AUDIO_FORMAT, source, max_items, spec.geometry)
+    except ConditionTreeError as exc:
+        problems = problems + exc.problems
+    if problems:
+        raise ConditionTreeError(problems, source)
+    return items, warnings_report(plan_warnings(items), source)
+
+
+def clip_length_settings(loaded: LoadedModel) -> OutputSettings:
+    """What ``generate.py --clip-length`` records for this model, so manifests and fingerprints match."""
+    spec = loaded.spec
+    return OutputSettings(
+        model=spec.source, model_revision=spec.revision, precision=loaded.precision,
+        audio_format=AUDIO_FORMAT, clip_length=True,
+    )  # fmt: skip
+
+
+class _CallbackProgress(RankProgress):
+    """The CLI's progress counters, also reported to a callback (items done, items in total)."""
+
+    def __init__(self, output_dir: Path, total: int, on_advance: Callable[[int, int], None]) -> None:
+        self._on_advance = on_advance
+        super().__init__(output_dir, rank=0, total=total)
+
+    def advance(self, items: int, audio_seconds: float) -> None:
+        super().advance(items, audio_seconds)
+        self._on_advance(self.done, self.total)
+
+
+def generate_items(
+    loaded: LoadedModel,
+    items: Sequence[WorkItem],
+    output_dir: Path,
+    batch_size: int,
+    on_advance: Callable[[int, int], None] = lambda done, total: None,
+) -> dict[str, Record]:
+    """Generate and write ``items`` below ``output_dir`` as a one-rank ``generate.py`` run; returns the manifest.
+
+    The callers run one generation at a time and handle their own signals, so the stop request that
+    ``run_rank`` checks between batches is never set.
+    """
+    progress = _CallbackProgress(output_dir, len(items), on_advance)
+    manifest = ManifestWriter(output_dir, rank=0)
+    try:
+        run_rank(loaded, items, batch_size, output_dir, clip_length_settings(loaded), progress, manifest, GracefulStop(), 0)
+    finally:
+        manifest.close()
+        remove_progress(output_dir)
+    return fold_parts(output_dir)
