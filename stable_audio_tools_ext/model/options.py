@@ -21,15 +21,20 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--model-name",
         dest="pretrained_name",
         default=DEFAULT_MODEL,
-        help="Hugging Face hub model id (default: %(default)s; gated: needs HF_TOKEN); ignored with --model-config",
+        help="Hugging Face hub model id (default: %(default)s; gated: needs HF_TOKEN); ignored with --ckpt-path",
     )
     model.add_argument("--revision", help="hub branch, tag or commit to pin (default: main); recorded in the manifest")
-    model.add_argument("--model-config", type=Path, help="local model_config.json (use with --ckpt-path)")
+    model.add_argument(
+        "--model-config",
+        type=Path,
+        help="local model_config.json of --ckpt-path (default: the one beside the checkpoint or in its "
+        "finetune.py run folder)",
+    )
     model.add_argument(
         "--ckpt-path",
         type=Path,
-        help="local weights (with --model-config): .safetensors, a state dict .ckpt/.pt, or a Lightning "
-        "checkpoint written by stable-audio-tools' train.py",
+        help="local weights: .safetensors, a state dict .ckpt/.pt, or a Lightning checkpoint written by "
+        "finetune.py train or stable-audio-tools' train.py",
     )
     model.add_argument(
         "--weights",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +23,9 @@ from ..request import LatentGeometry
 from .families import SamplerFamily, family_of
 
 PRECISION_NAMES = ("fp32", "fp16", "bf16")
+# A training run's folder (``finetune.py train``): SAVE_DIR/NAME/model_config.json beside SAVE_DIR/NAME/checkpoints/.
+MODEL_CONFIG_NAME = "model_config.json"
+CHECKPOINTS_DIR = "checkpoints"
 Weights = Literal["ema", "online"]
 
 
@@ -154,8 +157,25 @@ def read_model_config(path: Path) -> dict[str, Any]:
     return _check_config(_read_json(path, where), where)
 
 
+def config_of_checkpoint(ckpt_path: Path) -> Path | None:
+    """The ``model_config.json`` a checkpoint belongs with, if it has one: its training run's, or its folder's.
+
+    ``finetune.py train`` keeps the config it trained beside the run's ``checkpoints/`` folder, and a
+    downloaded or exported model keeps it beside its weights; either way ``--ckpt-path`` alone is enough.
+    """
+    folder = ckpt_path.parent
+    candidates = [folder / MODEL_CONFIG_NAME]
+    if folder.name == CHECKPOINTS_DIR:
+        candidates.insert(0, folder.parent / MODEL_CONFIG_NAME)
+    return next((path for path in candidates if path.is_file()), None)
+
+
 def read_model_spec(request: ModelRequest) -> ModelSpec:
-    """Resolve which model to use and read its config; raises ``ModelLoadError`` with advice."""
+    """Resolve which model to use and read its config; raises ``ModelLoadError`` with advice.
+
+    ``--ckpt-path`` without ``--model-config`` uses the config found beside the checkpoint
+    (``config_of_checkpoint``); the spec's request then names it, so what was loaded is on record.
+    """
     if request.pretransform_ckpt_path is not None and not request.pretransform_ckpt_path.is_file():
         raise ModelLoadError(f"--pretransform-ckpt-path {request.pretransform_ckpt_path}: file not found")
     options = "".join(
@@ -166,9 +186,17 @@ def read_model_spec(request: ModelRequest) -> ModelSpec:
         )
         if value
     )
+    if request.ckpt_path is not None and request.model_config is None:
+        found = config_of_checkpoint(request.ckpt_path)
+        if found is None:
+            raise ModelLoadError(
+                f"--ckpt-path {request.ckpt_path} needs --model-config: no {MODEL_CONFIG_NAME} beside it "
+                f"or in its training run folder (the parent of {CHECKPOINTS_DIR}/)"
+            )
+        request = replace(request, model_config=found)
     if request.model_config is not None or request.ckpt_path is not None:
         if request.model_config is None or request.ckpt_path is None:
-            raise ModelLoadError("--model-config and --ckpt-path must be given together for a local model")
+            raise ModelLoadError("--model-config needs --ckpt-path (the weights that go with it)")
         if request.revision is not None:
             raise ModelLoadError("--revision applies to hub models, not to --model-config/--ckpt-path")
         config = read_model_config(request.model_config)

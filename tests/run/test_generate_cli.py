@@ -218,7 +218,8 @@ def test_local_checkpoint_that_does_not_match_its_config_is_refused(small_hub, t
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--model-config", "x.json"], "--model-config and --ckpt-path must be given together"),
+        (["--model-config", "x.json"], "--model-config needs --ckpt-path"),
+        (["--ckpt-path", "x.ckpt"], "--ckpt-path x.ckpt needs --model-config: no model_config.json beside it"),
         (["--sigma-min", "5", "--sigma-max", "1"], "--sigma-min 5.0 must be lower than --sigma-max 1.0"),
         (["--sampler-type", "pingpong"], "--sampler-type pingpong does not work with this model (v)"),
         (["--revision", "0" * 40], f"--revision {'0' * 40}: model_config.json is not in the local hub cache"),
