@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.sao_models import full_size_config, use_offline_tiny_hub
+from stable_audio_tools_ext.finetune.upstream import match_text_encoders, use_torch_compatible_inverse_lr
 
 GIB = 1024**3
 SAMPLE_RATE = 44100
@@ -69,29 +70,6 @@ class Outcome:
     step_times_s: list[float] = field(default_factory=list)
     optimizer_steps_applied: int | None = None
     error: str | None = None
-
-
-def use_torch_compatible_inverse_lr() -> None:
-    """Let stable-audio-tools build SAO 1.0's ``InverseLR`` scheduler under current torch.
-
-    0.0.19's ``InverseLR.__init__`` ends with ``super().__init__(optimizer, last_epoch, verbose)``;
-    torch's ``LRScheduler`` no longer takes ``verbose`` and raises ``TypeError``. The subclass keeps
-    upstream's schedule (its ``get_lr``) and only calls the base constructor without ``verbose``.
-    ``create_scheduler_from_config`` resolves the name ``InverseLR`` as a global of
-    ``stable_audio_tools.training.utils`` at call time, so rebinding that global is enough: the model
-    config and the installed files stay as they are.
-    """
-    import torch
-    from stable_audio_tools.training import utils
-
-    class InverseLR(utils.InverseLR):
-        def __init__(self, optimizer, inv_gamma=1.0, power=1.0, warmup=0.0, final_lr=0.0, last_epoch=-1):
-            if not 0.0 <= warmup < 1:
-                raise ValueError("Invalid value for warmup")
-            self.inv_gamma, self.power, self.warmup, self.final_lr = inv_gamma, power, warmup, final_lr
-            torch.optim.lr_scheduler.LRScheduler.__init__(self, optimizer, last_epoch)
-
-    utils.InverseLR = InverseLR
 
 
 def model_config(tiny: bool) -> dict:
@@ -222,11 +200,7 @@ def train_steps(config: dict, model, outcome: Outcome, device: str, steps: int, 
 
     config = copy.deepcopy(config)
     config["training"]["pre_encoded"] = outcome.inputs == "latents"
-    # Upstream's fp16 T5 fails under bf16-mixed (H100, transformers 5.17: "value cannot be converted to
-    # type c10::Half without overflow" in T5's SDPA mask): its `with autocast(fp16) and set_grad_enabled()`
-    # enters only the second, so Lightning's bf16 autocast reaches the fp16 encoder. Same size in bf16.
-    t5_dtype = torch.bfloat16 if outcome.precision.startswith("bf16") else torch.float16
-    model.conditioner.conditioners["prompt"].model.to(t5_dtype)
+    match_text_encoders(model, outcome.precision)
     wrapper = create_training_wrapper_from_config(config, model)
     report = parameter_report(wrapper)
     clips = SyntheticClips(steps * outcome.batch_size, window, latents=config["training"]["pre_encoded"])

@@ -19,12 +19,18 @@ from typing import TextIO
 
 # (category, message regex, module regex): matched against the start of the message, and the whole module name.
 KNOWN_LIBRARY_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
-    # clip, imported by k-diffusion
-    (UserWarning, r"pkg_resources is deprecated as an API", r"clip\.clip"),
+    # clip, imported by k-diffusion; Lightning (fine-tuning) declares its namespace packages with it
+    (UserWarning, r"pkg_resources is deprecated as an API", r"clip\.clip|lightning_fabric|pytorch_lightning"),
     # the Oobleck VAE
     (FutureWarning, r"`torch\.nn\.utils\.weight_norm` is deprecated", r"torch\.nn\.utils\.weight_norm"),
-    # the T5 conditioner
-    (FutureWarning, r"`torch\.cuda\.amp\.autocast\(args\.\.\.\)` is deprecated", r"stable_audio_tools\.models\.conditioners"),
+    # the T5 conditioner; the training wrapper (fine-tuning)
+    (FutureWarning, r"`torch\.cuda\.amp\.autocast\(args\.\.\.\)` is deprecated",
+     r"stable_audio_tools\.models\.conditioners|stable_audio_tools\.training\.diffusion"),
+    # fine-tuning: Lightning 2.1 under current torch; upstream's dataset passes torchaudio a format it ignores;
+    # the dataloader's pin_memory on a machine without a GPU
+    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"pytorch_lightning\.utilities\._pytree"),
+    (UserWarning, r"The 'format' parameter is not supported by TorchCodec", r"torchaudio"),
+    (UserWarning, r"'pin_memory' argument is set as true but no accelerator is found", r"torch\.utils\.data\.dataloader"),
     # the T5 conditioner's autocast on a machine without CUDA
     (UserWarning, r"CUDA is not available or torch_xla is imported\. Disabling autocast", r"torch\.cuda\.amp\.autocast_mode"),
 )
@@ -33,7 +39,7 @@ KNOWN_LIBRARY_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
 def hide_library_warnings() -> None:
     """Install the filters; call before importing the libraries, as some of them warn at import."""
     for category, message, module in KNOWN_LIBRARY_WARNINGS:
-        warnings.filterwarnings("ignore", message=message, category=category, module=module + r"\Z")
+        warnings.filterwarnings("ignore", message=message, category=category, module=rf"(?:{module})\Z")
 
 
 # Lines stable-audio-tools prints (with print(), not as warnings) when its transformer module is

@@ -26,7 +26,8 @@ ALLOWED = {
     "datasets": {"output", "tree", "request"},
     "run": {"tree", "model", "sampling", "output", "datasets", "request", "quiet"},
     "studio": {"tree", "model", "sampling", "output", "datasets", "run", "request"},
-    "finetune": {"datasets", "output", "tree", "model", "request"},  # finetune.py: prepare (datasets: configs, links)
+    # finetune.py: prepare (datasets: configs, links), train (run: signals, demos through the in-process engine)
+    "finetune": {"datasets", "output", "tree", "model", "run", "request", "quiet"},
 }
 
 

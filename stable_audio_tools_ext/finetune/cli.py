@@ -1,8 +1,9 @@
-"""Command line of ``finetune.py``: ``prepare`` (captioned audio -> stable-audio-tools dataset).
+"""Command line of ``finetune.py``: ``prepare`` (captioned audio -> stable-audio-tools dataset) and
+``train`` (fine-tune a model on it).
 
-Every input problem (flags, caption files, audio, the output folder, the model config) is found
-before anything is written and printed at once, one ``file:line: what`` line each, with exit code 2.
-``train`` (fine-tuning on the prepared dataset) is coming; docs/finetuning.md.
+Every input problem is found before anything is written and printed with exit code 2: for
+``prepare`` all at once, one ``file:line: what`` line each; for ``train`` one line (its checks run in
+order, the cheap ones before the model is built). docs/finetuning.md.
 """
 
 from __future__ import annotations
@@ -18,12 +19,23 @@ from rich.text import Text
 
 from ..datasets.training import parse_split_spec
 from ..model.spec import ModelLoadError, ModelRequest, read_model_config, read_model_spec
+from ..run.exits import EXIT_OK, EXIT_USAGE
+from ..tree.conditions import segment_problem
 from .captions import CAPTION_COLUMNS, FILE_COLUMNS, counted
 from .metadata import CAPTION_POLICIES
-from .prepare import SAO_1_0, CaptionSet, ModelWindow, PrepareRequest, check, summary_rows, window_from_config, write_prepared
+from .prepare import (
+    SAO_1_0,
+    CaptionSet,
+    ModelWindow,
+    PrepareRequest,
+    check,
+    summary_rows,
+    window_from_config,
+    write_prepared,
+)
+from .run_folder import TrainingRun
+from .training import LIGHTNING_PRECISIONS, LOGGERS, TrainingInputError, TrainRequest, default_workers, train
 
-EXIT_OK = 0
-EXIT_USAGE = 2  # bad input: nothing was written (as generate.py)
 DEFAULT_SPLIT = "train=0.9,val=0.1"
 LOG_WIDTH = 160  # columns when writing to a log file rather than a terminal
 
@@ -91,14 +103,78 @@ def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=prepare, command_parser=parser)
 
 
+def _at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _add_train(subparsers: argparse._SubParsersAction) -> None:
+    """The ``train`` subcommand: stable-audio-tools' train.py flags where they exist (docs/finetuning.md)."""
+    parser = subparsers.add_parser(
+        "train",
+        help="fine-tune a model with stable-audio-tools' training stack; rerun to continue",
+        description="Fine-tune a Stable Audio model on a dataset config (finetune.py prepare writes one). Checkpoints go "
+        "to SAVE_DIR/NAME/checkpoints/; rerunning the same command continues from the last one. Bad input: exit 2.",
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset-config", type=Path, required=True, metavar="FILE", help="stable-audio-tools dataset config of the training set")
+    data.add_argument("--val-dataset-config", type=Path, metavar="FILE", help="dataset config of the validation set (validation losses)")
+    data.add_argument("--num-workers", type=_at_least(1), default=default_workers(),
+                      help="dataloader worker processes per rank (default: %(default)s, at most 6 as upstream)")  # fmt: skip
+    model = parser.add_argument_group("model and starting weights")
+    model.add_argument("--pretrained-name", metavar="REPO_ID", help="start from a hub model (gated models need HF_TOKEN), "
+                       "e.g. stabilityai/stable-audio-open-1.0; its config is trained unless --model-config is given")  # fmt: skip
+    model.add_argument("--revision", help="hub branch, tag or commit of --pretrained-name (default: main)")
+    model.add_argument("--pretrained-ckpt-path", type=Path, metavar="FILE", help="start from a checkpoint: .safetensors, a "
+                       "state dict, or a training checkpoint of an earlier run (its EMA weights); loaded strictly")  # fmt: skip
+    model.add_argument("--model-config", type=Path, metavar="FILE", help="the model config to train (default: that of the "
+                       "starting weights); alone, training starts from random weights")  # fmt: skip
+    model.add_argument("--pretransform-ckpt-path", type=Path, metavar="FILE", help="replace the starting weights' VAE with these")
+    model.add_argument("--trust-checkpoint", action="store_true", help="allow full unpickling of a checkpoint that needs it (runs its code)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--save-dir", type=Path, required=True, metavar="SAVE_DIR", help="folder of training runs")
+    run.add_argument("--name", required=True, help="the run: its files go to SAVE_DIR/NAME/ (also the wandb project)")
+    run.add_argument("--max-steps", type=_at_least(1), metavar="N", help="stop after this many optimizer steps, with a "
+                     "checkpoint (default: train until stopped; Ctrl-C/SIGTERM saves a checkpoint first)")  # fmt: skip
+    run.add_argument("--checkpoint-every", type=_at_least(1), default=1000, metavar="N", help="steps between checkpoints (default: %(default)s)")
+    run.add_argument("--val-every", type=int, default=-1, metavar="N", help="steps between validation runs (default: once per epoch)")
+    run.add_argument("--restart", action="store_true", help="start the run over; its old files are moved into SAVE_DIR/NAME/restarted-<time>/")
+    run.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s; each rank adds its rank, as upstream)")
+    run.add_argument("--logger", choices=LOGGERS, default="csv", help="where losses go (default: csv, in SAVE_DIR/NAME/logs/; wandb needs an account)")
+    optim = parser.add_argument_group("batch and precision")
+    optim.add_argument("--batch-size", type=_at_least(1), default=4, help="clips per step and rank (default: %(default)s)")
+    optim.add_argument("--accum-batches", type=_at_least(1), default=1, metavar="N", help="batches per optimizer step (default: %(default)s)")
+    optim.add_argument("--precision", choices=LIGHTNING_PRECISIONS, default="auto",
+                       help="Lightning precision (default auto: bf16-mixed on GPUs with bfloat16, else 16-mixed; 32 on CPU)")  # fmt: skip
+    optim.add_argument("--gradient-clip-val", type=float, default=0.0, metavar="X", help="clip gradients at this norm (default: off)")
+    optim.add_argument("--devices", default="auto", help="devices per node: a count, a comma list of GPU ids, or auto (all GPUs; 1 on CPU)")
+    optim.add_argument("--num-nodes", type=_at_least(1), default=1, metavar="N", help="nodes (Lightning's SLURM/torchrun environment)")
+    demos = parser.add_argument_group("demos")
+    demos.add_argument("--demo-yaml", type=Path, metavar="TREE", help="generate this condition tree with every checkpoint "
+                       "into SAVE_DIR/NAME/demos/step-N/ (as generate.py --clip-length --precision fp32)")  # fmt: skip
+    demos.add_argument("--demo-batch-size", type=_at_least(1), default=4, metavar="N", help="demo clips per batch (default: %(default)s)")
+    parser.set_defaults(handler=train_command, command_parser=parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="finetune.py",
-        description="Fine-tune Stable Audio models on captioned audio. Step 1: `prepare` the dataset. "
-        "Training (`train`) is coming; docs/finetuning.md.",
+        description="Fine-tune Stable Audio models on captioned audio: `prepare` the dataset, then `train`; "
+        "generate.py --ckpt-path takes the checkpoints. docs/finetuning.md.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_prepare(subparsers)
+    _add_train(subparsers)
     return parser
 
 
@@ -156,8 +232,8 @@ def _print_summary(rows: list[tuple[str, str]], output_dir: Path, configs: dict[
         console.print(f"dataset config: {config}", soft_wrap=True, markup=False)
     train, val = configs.get("train", next(iter(configs.values()))), configs.get("val")
     flags = f"--dataset-config {train}" + (f" --val-dataset-config {val}" if val else "")
-    console.print(f"next: fine-tune with {flags} (finetune.py train is coming; stable-audio-tools' train.py takes "
-                  "the same flags)", soft_wrap=True, markup=False)  # fmt: skip
+    console.print(f"next: python finetune.py train {flags} --pretrained-name stabilityai/stable-audio-open-1.0 "
+                  "--save-dir runs --name NAME --max-steps N", soft_wrap=True, markup=False)  # fmt: skip
 
 
 def prepare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -178,6 +254,28 @@ def prepare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     configs = write_prepared(files, request)
     _print_summary(summary_rows(files, request, window), request.output_dir, configs)
     return EXIT_OK
+
+
+def train_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``finetune.py train``: the request from the flags; bad input is one line and exit 2."""
+    problem = segment_problem(args.name)
+    if problem:
+        parser.error(f"--name {args.name!r}: {problem} (it names the folder SAVE_DIR/NAME)")
+    request = TrainRequest(
+        dataset_config=args.dataset_config, val_dataset_config=args.val_dataset_config, model_config=args.model_config,
+        pretrained_name=args.pretrained_name, revision=args.revision, pretrained_ckpt_path=args.pretrained_ckpt_path,
+        pretransform_ckpt_path=args.pretransform_ckpt_path, trust_checkpoint=args.trust_checkpoint,
+        run=TrainingRun(args.save_dir / args.name), name=args.name, precision=args.precision,
+        batch_size=args.batch_size, accum_batches=args.accum_batches, num_workers=args.num_workers,
+        checkpoint_every=args.checkpoint_every, val_every=args.val_every, max_steps=args.max_steps,
+        devices=args.devices, num_nodes=args.num_nodes, seed=args.seed, gradient_clip_val=args.gradient_clip_val,
+        logger=args.logger, restart=args.restart, demo_yaml=args.demo_yaml, demo_batch_size=args.demo_batch_size,
+    )  # fmt: skip
+    try:
+        return train(request)
+    except TrainingInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:

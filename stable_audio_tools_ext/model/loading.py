@@ -72,7 +72,7 @@ def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: 
         raise ModelLoadError(f"{what}: {'; '.join(problems)}")
 
 
-def _read_weights(spec: ModelSpec) -> tuple[dict[str, torch.Tensor], str]:
+def _read_weights(spec: ModelSpec, ckpt_flag: str) -> tuple[dict[str, torch.Tensor], str]:
     request = spec.request
     try:
         if request.ckpt_path is not None:
@@ -84,7 +84,7 @@ def _read_weights(spec: ModelSpec) -> tuple[dict[str, torch.Tensor], str]:
             path = download(spec.source, "model.ckpt", commit)
         return read_state_dict(path, trust=request.trust_checkpoint)
     except CheckpointError as exc:
-        raise ModelLoadError(f"--ckpt-path {exc}" if request.ckpt_path else str(exc)) from None
+        raise ModelLoadError(f"{ckpt_flag} {exc}" if request.ckpt_path else str(exc)) from None
     except (OSError, RuntimeError) as exc:  # unreadable or corrupt file
         raise ModelLoadError(f"cannot read the weights of {spec.source}: {exc}") from None
 
@@ -120,6 +120,22 @@ def configure_backends(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def build_model(spec: ModelSpec, ckpt_flag: str = "--ckpt-path") -> tuple[torch.nn.Module, str]:
+    """The network of ``spec`` with its weights loaded strictly, as stable-audio-tools builds it (float32,
+    training mode), and what was read; ``load_model`` readies it for sampling, fine-tuning trains it.
+    ``ckpt_flag`` is the command's name for ``spec.request.ckpt_path`` in messages."""
+    from stable_audio_tools.models.factory import create_model_from_config
+
+    state, weights_read = _read_weights(spec, ckpt_flag)
+    with hide_library_prints():  # the factory's first import of the DiT prints a flash-attn notice
+        model = create_model_from_config(spec.config)
+    where = f"{ckpt_flag} {spec.source}" if spec.request.ckpt_path else f"--pretrained-name {spec.source}"
+    _load_strict(model, state, f"{where} does not match its model config")
+    if spec.request.pretransform_ckpt_path is not None:
+        _override_pretransform(model, spec.request)
+    return model, weights_read
+
+
 def load_model(spec: ModelSpec, device: torch.device, precision: str | None = None) -> LoadedModel:
     """Build the network, load its weights strictly, and put it in eval mode on ``device``.
 
@@ -127,20 +143,13 @@ def load_model(spec: ModelSpec, device: torch.device, precision: str | None = No
     (float32 unless ``model_half``) because its decoder produces the waveform directly, and the T5
     conditioner keeps upstream's float16; the engine returns float32 audio either way.
     """
-    from stable_audio_tools.models.factory import create_model_from_config
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # one "Loading weights" bar per rank for T5; hub download bars stay
     precision = resolve_precision(precision, device.type)
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ModelLoadError("--precision bf16: this GPU does not support bfloat16; use fp16 or fp32")
-    state, weights_read = _read_weights(spec)
-    with hide_library_prints():  # the factory's first import of the DiT prints a flash-attn notice
-        model = create_model_from_config(spec.config)
-    where = f"--ckpt-path {spec.source}" if spec.request.ckpt_path else f"--pretrained-name {spec.source}"
-    _load_strict(model, state, f"{where} does not match its model config")
-    if spec.request.pretransform_ckpt_path is not None:
-        _override_pretransform(model, spec.request)
+    model, weights_read = build_model(spec)
     configure_backends(device)
     model = model.to(device).eval().requires_grad_(False)
     model.model.to(PRECISIONS[precision])

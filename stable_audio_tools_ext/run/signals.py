@@ -33,6 +33,15 @@ class GracefulStop:
         self.signal_name = signal.Signals(signum).name
         self._event.set()
 
+    def reclaim(self) -> None:
+        """Install the handlers again over any a library has put in their place since ``__enter__``.
+
+        PyTorch Lightning's ``fit`` installs its own SIGTERM handler, which ends training at a point
+        of its choosing without a checkpoint; fine-tuning calls this once training has started.
+        """
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._handle)
+
     def __enter__(self) -> GracefulStop:
         for sig in STOP_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)

@@ -1,0 +1,85 @@
+"""``--demo-yaml``: generate a condition tree with each checkpoint, through ``generate.py``'s engine.
+
+Upstream's demo callback renders a few prompts and sends them to wandb. Here the demos are files:
+the tree is generated into ``SAVE_DIR/NAME/demos/step-N/`` exactly as ``generate.py --clip-length
+--precision fp32 --ckpt-path <that checkpoint>`` would write it (same items, per-item seeds, WAVs and
+manifest), so the demos of successive checkpoints differ only by the weights and can be compared
+file by file. The tree is checked before training starts.
+
+What is generated is what the checkpoint holds for generation: the EMA DiT (when the run keeps one)
+with the online conditioner and VAE, in float32 (the trained weights' own precision), and the text
+encoder in upstream's float16. Only rank 0 generates; the other ranks wait at their next collective,
+so keep demo trees small on multi-GPU runs (docs/finetuning.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from ..model.loading import LoadedModel
+from ..model.spec import ModelRequest, ModelSpec
+from ..run.inprocess import generate_items, plan_tree, sampling_defaults
+from ..tree.plan import DEFAULT_MAX_ITEMS, WorkItem
+from .run_folder import TrainingRun
+from .upstream import half_precision_text_encoders
+
+DEMO_PRECISION = "fp32"
+
+
+def plan_demos(tree_file: Path, model_config: dict) -> list[WorkItem]:
+    """The demo tree's items for this model (``ConditionTreeError`` listing every problem, as ``generate.py``)."""
+    spec = ModelSpec(model_config, source="", revision="", request=ModelRequest())
+    items, _ = plan_tree(tree_file, spec, sampling_defaults(spec), DEFAULT_MAX_ITEMS, source=str(tree_file))
+    return items
+
+
+@contextmanager
+def generation_view(pl_module: pl.LightningModule) -> Iterator[torch.nn.Module]:
+    """The training wrapper's model as a checkpoint of it generates: EMA DiT, eval mode, fp16 text encoder.
+
+    Everything is put back afterwards (submodule, train/eval flags, encoder dtype, the global RNG
+    state), so a run with demos trains exactly as one without.
+    """
+    diffusion = pl_module.diffusion
+    online = diffusion.model
+    modes = {module: module.training for module in diffusion.modules()}
+    encoders = {encoder: next(encoder.parameters()).dtype for encoder in half_precision_text_encoders(diffusion)}
+    devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            if pl_module.diffusion_ema is not None:
+                diffusion.model = pl_module.diffusion_ema.ema_model
+            for encoder in encoders:
+                encoder.to(torch.float16)
+            yield diffusion.eval()
+        finally:
+            diffusion.model = online
+            for encoder, dtype in encoders.items():
+                encoder.to(dtype)
+            for module, training in modes.items():
+                module.train(training)
+
+
+class CheckpointDemos:
+    """An ``after_save`` hook of ``StepCheckpoints``: rank 0 generates the demo tree with the checkpoint just written."""
+
+    def __init__(self, items: list[WorkItem], run: TrainingRun, model_config: dict, batch_size: int) -> None:
+        self.items, self.run, self.model_config, self.batch_size = items, run, model_config, batch_size
+
+    def __call__(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int, checkpoint: Path) -> None:
+        if not trainer.is_global_zero:
+            return
+        weights = "ema" if pl_module.diffusion_ema is not None else "online"
+        request = ModelRequest(model_config=self.run.config_path, ckpt_path=checkpoint, weights=weights)
+        spec = ModelSpec(self.model_config, source=str(checkpoint), revision=f"step-{step};weights={weights}", request=request)
+        output_dir = self.run.demos_dir(step)
+        with generation_view(pl_module) as model:
+            loaded = LoadedModel(spec, model, pl_module.device, DEMO_PRECISION, f"training step {step}, {weights} weights")
+            records = generate_items(loaded, self.items, output_dir, self.batch_size)
+        written = sum(record.get("status") != "nonfinite" for record in records.values())
+        print(f"demos: {written} files of step {step} in {output_dir}", flush=True)

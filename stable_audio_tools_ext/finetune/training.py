@@ -1,0 +1,391 @@
+"""``finetune.py train``: stable-audio-tools' own training stack, driven the way ``generate.py`` runs jobs.
+
+The pieces are upstream's, as its ``train.py`` wires them: the model factory, the training wrapper
+built from the model config's ``training`` section (optimizer, scheduler, EMA), the dataloaders from
+the dataset configs, and the PyTorch Lightning ``Trainer`` it pins. Around them this module adds what
+``train.py`` leaves to the user:
+
+* weights from a hub model (``--pretrained-name``, through ``generate.py``'s loader, revision and
+  token handling) or any checkpoint, loaded strictly: upstream's ``copy_state_dict`` copies nothing
+  from a wrapped Lightning checkpoint (keys ``diffusion.*``) and so silently trains the base model;
+* a run folder (``run_folder``): rerunning the same command continues from its last checkpoint
+  (step, optimizer, EMA, scheduler), a finished run says so and exits, ``--restart`` starts over;
+* every input checked before the model is built (exit code 2, one line each), and a clear line for
+  a first batch that does not fit on the GPU;
+* a checkpoint at the step training ends on, atomic checkpoint files, and ``--demo-yaml`` demos.
+
+Launching: one process trains on ``--devices`` of this node; with several, Lightning starts one
+process per device itself (DDP), as upstream.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..model.spec import (
+    MODEL_CONFIG_NAME,
+    ModelLoadError,
+    ModelRequest,
+    ModelSpec,
+    config_of_checkpoint,
+    read_model_config,
+    read_model_spec,
+)
+from ..output.atomic import remove_partial_files
+from ..quiet import hide_library_prints, hide_library_warnings
+from ..run.exits import EXIT_INTERRUPTED, EXIT_OK
+from ..tree.conditions import ConditionTreeError
+from .run_folder import TrainingRun
+
+LIGHTNING_PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
+LOGGERS = ("none", "csv", "tensorboard", "wandb")
+SEED_STEP_STRIDE = 1_000_003  # a resumed segment's seeds: far from any rank offset (see ``segment_seed``)
+
+
+class TrainingInputError(ValueError):
+    """Input that cannot train; the message is one line naming the flag, what is wrong and what to do."""
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What ``finetune.py train`` was asked to do, as given on the command line."""
+
+    dataset_config: Path
+    val_dataset_config: Path | None
+    model_config: Path | None
+    pretrained_name: str | None
+    revision: str | None
+    pretrained_ckpt_path: Path | None
+    pretransform_ckpt_path: Path | None
+    trust_checkpoint: bool
+    run: TrainingRun
+    name: str
+    precision: str
+    batch_size: int
+    accum_batches: int
+    num_workers: int
+    checkpoint_every: int
+    val_every: int
+    max_steps: int | None
+    devices: str
+    num_nodes: int
+    seed: int
+    gradient_clip_val: float
+    logger: str
+    restart: bool
+    demo_yaml: Path | None
+    demo_batch_size: int
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The config to train and where its starting weights come from (``spec`` is ``None``: random weights)."""
+
+    config: dict[str, Any]
+    spec: ModelSpec | None
+    ckpt_flag: str
+    description: str
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str:
+    """The key path where two JSON values first differ (``model.diffusion.config.depth``), or ``<root>``."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            if a.get(key, ...) != b.get(key, ...):
+                return _first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+    return path or "<root>"
+
+
+def choose_model(request: TrainRequest) -> ModelChoice:
+    """The config and starting weights the flags name (torch-free: only configs are read). Raises ``TrainingInputError``."""
+    try:
+        local_config = read_model_config(request.model_config) if request.model_config else None
+        if request.pretrained_name and request.pretrained_ckpt_path:
+            raise TrainingInputError("--pretrained-name and --pretrained-ckpt-path both name starting weights; give one")
+        if request.pretrained_name:
+            spec = read_model_spec(ModelRequest(
+                pretrained_name=request.pretrained_name, revision=request.revision,
+                pretransform_ckpt_path=request.pretransform_ckpt_path, trust_checkpoint=request.trust_checkpoint,
+            ))  # fmt: skip
+            if local_config is not None:
+                spec = replace(spec, config=local_config)
+            source = f"{spec.source} at {spec.revision}" + (f" with --model-config {request.model_config}" if local_config else "")
+            return ModelChoice(spec.config, spec, "--pretrained-ckpt-path", source)
+        if request.revision:
+            raise TrainingInputError("--revision applies to --pretrained-name")
+        if request.pretrained_ckpt_path:
+            ckpt = request.pretrained_ckpt_path
+            if not ckpt.is_file():
+                raise TrainingInputError(f"--pretrained-ckpt-path {ckpt}: file not found")
+            config_path = request.model_config or config_of_checkpoint(ckpt)
+            if config_path is None:
+                raise TrainingInputError(
+                    f"--pretrained-ckpt-path {ckpt} needs --model-config: no {MODEL_CONFIG_NAME} beside it or in its run folder"
+                )
+            spec = read_model_spec(ModelRequest(
+                model_config=config_path, ckpt_path=ckpt,
+                pretransform_ckpt_path=request.pretransform_ckpt_path, trust_checkpoint=request.trust_checkpoint,
+            ))  # fmt: skip
+            return ModelChoice(spec.config, spec, "--pretrained-ckpt-path", f"{ckpt} with {config_path}")
+        if local_config is None:
+            raise TrainingInputError(
+                "no model: give --pretrained-name (a hub model), --pretrained-ckpt-path (a checkpoint), "
+                "or --model-config alone to train from random weights"
+            )
+        if request.pretransform_ckpt_path:
+            raise TrainingInputError("--pretransform-ckpt-path replaces the VAE of starting weights; give those too")
+        return ModelChoice(local_config, None, "", f"random weights, {request.model_config}")
+    except ModelLoadError as exc:
+        raise TrainingInputError(str(exc)) from None
+
+
+def check_run(request: TrainRequest, config: dict[str, Any]) -> tuple[int, Path] | None:
+    """The checkpoint to continue from (``None``: a new run), after checking the run trains this config."""
+    if not isinstance(config.get("training"), dict):
+        raise TrainingInputError(
+            f"the model config has no 'training' section (optimizer, learning rate, EMA): stable-audio-tools' training "
+            f"wrapper reads it; copy one from Stable Audio Open 1.0's {MODEL_CONFIG_NAME}"
+        )
+    if request.restart:
+        return None
+    saved = request.run.saved_config()
+    if saved is not None and saved != config:
+        raise TrainingInputError(
+            f"{request.run.folder} trained another model config (first difference: {_first_difference(saved, config)}); "
+            "give the same one to continue, --restart to start over (the old run is kept aside), or another --name"
+        )
+    return request.run.last_checkpoint()
+
+
+def default_workers() -> int:
+    """Upstream's default of 6 dataloader workers, or fewer when this process may use fewer cores (at least 1)."""
+    return max(1, min(6, len(os.sched_getaffinity(0))))
+
+
+def lightning_precision(requested: str, cuda: bool, bf16: bool) -> str:
+    """``auto``: bf16-mixed on GPUs that have bfloat16, 16-mixed on older ones, 32 on the CPU."""
+    if requested == "auto":
+        return ("bf16-mixed" if bf16 else "16-mixed") if cuda else "32"
+    if requested == "16-mixed" and not cuda:
+        raise TrainingInputError("--precision 16-mixed needs a GPU (Lightning has no float16 autocast on the CPU); use 32 or bf16-mixed")
+    return requested
+
+
+def segment_seed(seed: int, rank: int, start_step: int) -> int:
+    """The seed of one rank for one stretch of training.
+
+    Ranks differ (upstream adds the SLURM rank), and a run continued from step S does not replay the
+    random numbers (noise, timesteps, crops) of its first S steps; within 32 bits, as Lightning needs.
+    """
+    return (seed + rank + SEED_STEP_STRIDE * start_step) % 2**32
+
+
+def _logger(kind: str, run: TrainingRun, name: str, start_step: int) -> Any:
+    import pytorch_lightning as pl
+
+    if kind == "csv":  # one folder per stretch: Lightning 2.1's CSV logger rewrites an existing metrics.csv
+        return pl.loggers.CSVLogger(run.logs_dir, name="csv", version=f"from-step-{start_step}")
+    if kind == "tensorboard":
+        return pl.loggers.TensorBoardLogger(run.logs_dir, name="tensorboard", version="")
+    if kind == "wandb":
+        return pl.loggers.WandbLogger(project=name, save_dir=run.logs_dir)
+    return False
+
+
+def _device_count(devices: str, cuda: bool) -> int:
+    """How many processes Lightning starts on this node for ``--devices`` (``auto`` and -1: every GPU, or 1 CPU)."""
+    import torch
+
+    if "," in devices:
+        return len([part for part in devices.split(",") if part.strip()])
+    try:
+        count = int(devices)
+    except ValueError:
+        if devices != "auto":
+            raise TrainingInputError(f"--devices {devices!r}: expected a count, a comma list of GPU ids, or auto") from None
+        count = -1
+    if count < 0:
+        return max(1, torch.cuda.device_count()) if cuda else 1
+    if count == 0:
+        raise TrainingInputError("--devices 0: training needs at least one device")
+    return count
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _build_model(choice: ModelChoice, resuming: bool) -> tuple[Any, str]:
+    """The network: with its starting weights for a new run; as built for a continued one (the checkpoint has the weights)."""
+    from stable_audio_tools.models.factory import create_model_from_config
+
+    from ..model.loading import build_model
+
+    if resuming or choice.spec is None:
+        with hide_library_prints():
+            return create_model_from_config(choice.config), "random weights" if not resuming else "from the checkpoint"
+    try:
+        return build_model(choice.spec, choice.ckpt_flag)
+    except ModelLoadError as exc:
+        raise TrainingInputError(str(exc)) from None
+
+
+def train(request: TrainRequest) -> int:
+    """Check everything, then train until ``--max-steps`` or a stop signal; the exit code."""
+    hide_library_warnings()  # before Lightning and stable-audio-tools are imported: some warn at import
+    choice = choose_model(request)
+    last = check_run(request, choice.config)
+    start_step = last[0] if last else 0
+    if last and request.max_steps is not None and start_step >= request.max_steps:
+        _say(f"{request.run.folder} is complete: its last checkpoint is at step {start_step} (--max-steps "
+             f"{request.max_steps}): {last[1]}\na larger --max-steps continues it; --restart starts over")  # fmt: skip
+        return EXIT_OK
+    demo_items = None
+    if request.demo_yaml is not None:
+        from .demos import plan_demos
+
+        try:
+            demo_items = plan_demos(request.demo_yaml, choice.config)
+        except ConditionTreeError as exc:
+            raise TrainingInputError(f"--demo-yaml: {exc}") from None
+    return _fit(request, choice, last, demo_items)
+
+
+def _fit(request: TrainRequest, choice: ModelChoice, last: tuple[int, Path] | None, demo_items: list | None) -> int:
+    import pytorch_lightning as pl
+    import torch
+    from stable_audio_tools.training.factory import create_training_wrapper_from_config
+    from transformers.utils import logging as transformers_logging
+
+    from ..run.signals import GracefulStop
+    from .callbacks import (
+        AtomicCheckpointIO,
+        EmbedModelConfig,
+        LinePerSteps,
+        StepCheckpoints,
+        StopOnSignal,
+        ValidationLosses,
+    )
+    from .demos import CheckpointDemos
+    from .loaders import DatasetConfigError, build_loader
+    from .upstream import match_text_encoders, use_torch_compatible_inverse_lr
+
+    cuda = torch.cuda.is_available()
+    precision = lightning_precision(request.precision, cuda, cuda and torch.cuda.is_bf16_supported())
+    ranks = _device_count(request.devices, cuda) * request.num_nodes
+    start_step = last[0] if last else 0
+    config = choice.config
+    try:
+        train_loader = build_loader(request.dataset_config, "--dataset-config", config, request.batch_size,
+                                    request.num_workers, ranks, shuffle=True)  # fmt: skip
+        val_loader = None
+        if request.val_dataset_config is not None:
+            val_loader = build_loader(request.val_dataset_config, "--val-dataset-config", config, request.batch_size,
+                                      request.num_workers, ranks, shuffle=False)  # fmt: skip
+    except DatasetConfigError as exc:
+        raise TrainingInputError(str(exc)) from None
+
+    use_torch_compatible_inverse_lr()
+    transformers_logging.disable_progress_bar()  # T5's "Loading weights" bar, once per rank
+    pl.seed_everything(request.seed)  # the same initial weights on every rank
+    model, weights_read = _build_model(choice, resuming=last is not None)
+    match_text_encoders(model, precision)
+    wrapper = create_training_wrapper_from_config(config, model)
+
+    run = request.run
+    after_save = []
+    if demo_items:
+        after_save.append(CheckpointDemos(demo_items, run, config, request.demo_batch_size))
+    stop = GracefulStop()
+    callbacks = [
+        StepCheckpoints(run.checkpoints_dir, request.checkpoint_every, after_save),
+        EmbedModelConfig(config),
+        StopOnSignal(stop),
+    ]
+    if val_loader is not None and request.logger != "wandb":  # upstream sends validation losses to wandb itself
+        callbacks.append(ValidationLosses())
+    interactive = sys.stderr.isatty()
+    if not interactive:
+        callbacks.append(LinePerSteps(max(1, min(50, request.checkpoint_every)), request.max_steps or -1))
+    val_args: dict[str, Any] = {}
+    if request.val_every > 0:
+        val_args = {"check_val_every_n_epoch": None, "val_check_interval": request.val_every}
+    trainer = pl.Trainer(
+        accelerator="gpu" if cuda else "cpu",
+        devices=request.devices,
+        num_nodes=request.num_nodes,
+        strategy="ddp_find_unused_parameters_true" if ranks > 1 else "auto",  # as upstream: the conditioners
+        precision=precision,
+        accumulate_grad_batches=request.accum_batches,
+        gradient_clip_val=request.gradient_clip_val or None,
+        max_steps=request.max_steps or -1,
+        max_epochs=-1,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        logger=_logger(request.logger, run, request.name, start_step),
+        log_every_n_steps=1,
+        default_root_dir=run.folder,
+        enable_progress_bar=interactive,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **val_args,
+    )
+    pl.seed_everything(segment_seed(request.seed, trainer.global_rank, start_step), workers=True)
+    if trainer.is_global_zero:
+        _prepare_folder(request, config)
+        _say_start(request, choice, weights_read, last, precision, ranks, train_loader.files,
+                   val_loader.files if val_loader else None)  # fmt: skip
+    try:
+        with stop:
+            trainer.fit(wrapper, train_loader.dataloader, val_loader.dataloader if val_loader else None,
+                        ckpt_path=str(last[1]) if last else None)  # fmt: skip
+    except torch.cuda.OutOfMemoryError as exc:
+        if trainer.global_step > start_step:
+            raise
+        raise TrainingInputError(
+            f"--batch-size {request.batch_size} does not fit on this GPU at {precision} ({str(exc).splitlines()[0]}): "
+            f"lower it and raise --accum-batches to keep the effective batch"
+        ) from None
+    if trainer.is_global_zero:
+        _say_end(request, trainer.global_step, stop.signal_name)
+    return EXIT_INTERRUPTED if stop.requested else EXIT_OK
+
+
+def _prepare_folder(request: TrainRequest, config: dict[str, Any]) -> None:
+    """Rank 0, once every check has passed: set an old run aside (``--restart``), tidy, record the config."""
+    run = request.run
+    if request.restart:
+        aside = run.set_aside()
+        if aside is not None:
+            _say(f"--restart: the previous run's files are kept in {aside}")
+    if run.checkpoints_dir.is_dir():
+        remove_partial_files(run.checkpoints_dir)  # a checkpoint being written when the last job was killed
+    run.save_config(config)
+
+
+def _say_start(request: TrainRequest, choice: ModelChoice, weights_read: str, last: tuple[int, Path] | None,
+               precision: str, ranks: int, train_files: int, val_files: int | None) -> None:  # fmt: skip
+    if last:
+        _say(f"continuing {request.run.folder} from step {last[0]}: {last[1]}")
+    else:
+        _say(f"training {request.run.folder} from {choice.description} ({weights_read})")
+    steps = f"to step {request.max_steps}" if request.max_steps else "until stopped (Ctrl-C or SIGTERM saves a checkpoint)"
+    batch = request.batch_size * request.accum_batches * ranks
+    val = f", {val_files} validation files" if val_files is not None else ""
+    _say(f"{train_files} training files{val}; batch {request.batch_size} x {request.accum_batches} accumulated x "
+         f"{ranks} ranks = {batch}; precision {precision}; {steps}; a checkpoint every {request.checkpoint_every} steps")  # fmt: skip
+
+
+def _say_end(request: TrainRequest, step: int, signal_name: str | None) -> None:
+    last = request.run.last_checkpoint()
+    why = f"stopped by {signal_name}" if signal_name else "done"
+    _say(f"{why} at step {step}; checkpoint: {last[1] if last else 'none'}")
+    if last:
+        _say(f"generate with it: python generate.py --ckpt-path {last[1]} --cond-yaml-path TREE --output-dir OUT")
+    if signal_name:
+        _say("the same command continues from that checkpoint")
+
