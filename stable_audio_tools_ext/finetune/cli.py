@@ -19,6 +19,7 @@ from rich.text import Text
 
 from ..datasets.training import parse_split_spec
 from ..model.spec import ModelLoadError, ModelRequest, read_model_config, read_model_spec
+from ..run.argtypes import positive_int
 from ..run.exits import EXIT_OK, EXIT_USAGE
 from ..tree.conditions import segment_problem
 from .captions import CAPTION_COLUMNS, FILE_COLUMNS, counted
@@ -103,21 +104,6 @@ def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=prepare, command_parser=parser)
 
 
-def _at_least(minimum: int):
-    """An argparse type: an integer >= ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
     """The ``train`` subcommand: stable-audio-tools' train.py flags where they exist (docs/finetuning.md)."""
     parser = subparsers.add_parser(
@@ -129,7 +115,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     data = parser.add_argument_group("data")
     data.add_argument("--dataset-config", type=Path, required=True, metavar="FILE", help="stable-audio-tools dataset config of the training set")
     data.add_argument("--val-dataset-config", type=Path, metavar="FILE", help="dataset config of the validation set (validation losses)")
-    data.add_argument("--num-workers", type=_at_least(1), default=default_workers(),
+    data.add_argument("--num-workers", type=positive_int, default=default_workers(),
                       help="dataloader worker processes per rank (default: %(default)s, at most 6 as upstream)")  # fmt: skip
     model = parser.add_argument_group("model and starting weights")
     model.add_argument("--pretrained-name", metavar="REPO_ID", help="start from a hub model (gated models need HF_TOKEN), "
@@ -144,25 +130,25 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     run = parser.add_argument_group("run")
     run.add_argument("--save-dir", type=Path, required=True, metavar="SAVE_DIR", help="folder of training runs")
     run.add_argument("--name", required=True, help="the run: its files go to SAVE_DIR/NAME/ (also the wandb project)")
-    run.add_argument("--max-steps", type=_at_least(1), metavar="N", help="stop after this many optimizer steps, with a "
+    run.add_argument("--max-steps", type=positive_int, metavar="N", help="stop after this many optimizer steps, with a "
                      "checkpoint (default: train until stopped; Ctrl-C/SIGTERM saves a checkpoint first)")  # fmt: skip
-    run.add_argument("--checkpoint-every", type=_at_least(1), default=1000, metavar="N", help="steps between checkpoints (default: %(default)s)")
+    run.add_argument("--checkpoint-every", type=positive_int, default=1000, metavar="N", help="steps between checkpoints (default: %(default)s)")
     run.add_argument("--val-every", type=int, default=-1, metavar="N", help="steps between validation runs (default: once per epoch)")
     run.add_argument("--restart", action="store_true", help="start the run over; its old files are moved into SAVE_DIR/NAME/restarted-<time>/")
     run.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s; each rank adds its rank, as upstream)")
     run.add_argument("--logger", choices=LOGGERS, default="csv", help="where losses go (default: csv, in SAVE_DIR/NAME/logs/; wandb needs an account)")
     optim = parser.add_argument_group("batch and precision")
-    optim.add_argument("--batch-size", type=_at_least(1), default=4, help="clips per step and rank (default: %(default)s)")
-    optim.add_argument("--accum-batches", type=_at_least(1), default=1, metavar="N", help="batches per optimizer step (default: %(default)s)")
+    optim.add_argument("--batch-size", type=positive_int, default=4, help="clips per step and rank (default: %(default)s)")
+    optim.add_argument("--accum-batches", type=positive_int, default=1, metavar="N", help="batches per optimizer step (default: %(default)s)")
     optim.add_argument("--precision", choices=LIGHTNING_PRECISIONS, default="auto",
                        help="Lightning precision (default auto: bf16-mixed on GPUs with bfloat16, else 16-mixed; 32 on CPU)")  # fmt: skip
     optim.add_argument("--gradient-clip-val", type=float, default=0.0, metavar="X", help="clip gradients at this norm (default: off)")
     optim.add_argument("--devices", default="auto", help="devices per node: a count, a comma list of GPU ids, or auto (all GPUs; 1 on CPU)")
-    optim.add_argument("--num-nodes", type=_at_least(1), default=1, metavar="N", help="nodes (Lightning's SLURM/torchrun environment)")
+    optim.add_argument("--num-nodes", type=positive_int, default=1, metavar="N", help="nodes (Lightning's SLURM/torchrun environment)")
     demos = parser.add_argument_group("demos")
     demos.add_argument("--demo-yaml", type=Path, metavar="TREE", help="generate this condition tree with every checkpoint "
                        "into SAVE_DIR/NAME/demos/step-N/ (as generate.py --clip-length --precision fp32)")  # fmt: skip
-    demos.add_argument("--demo-batch-size", type=_at_least(1), default=4, metavar="N", help="demo clips per batch (default: %(default)s)")
+    demos.add_argument("--demo-batch-size", type=positive_int, default=4, metavar="N", help="demo clips per batch (default: %(default)s)")
     parser.set_defaults(handler=train_command, command_parser=parser)
 
 

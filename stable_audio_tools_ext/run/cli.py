@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 
 from ..quiet import hide_library_warnings
+from .argtypes import finite_float, positive_float, positive_int, seed_value
 
 hide_library_warnings()  # before the imports below, which trigger some of them
 
@@ -39,48 +40,8 @@ class UsageError(ValueError):
     """A flag value that cannot work (e.g. an output directory that cannot be created)."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
 def _batch_size(text: str) -> int | str:
-    return "auto" if text == "auto" else _positive_int(text)
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**63), got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
-    return value
-
-
-def _finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
-    return value
+    return "auto" if text == "auto" else positive_int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,16 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
         "SAO Small pingpong/8 steps/cfg 1; YAML leaves may override steps, cfg_scale, sampler_type, seed)"
     )
     sampling.add_argument("--sampler-type", choices=SAMPLER_NAMES, help="sampler (must suit the model family)")
-    sampling.add_argument("--sample-steps", type=_positive_int, help="denoising steps per item")
-    sampling.add_argument("--cfg-scale", type=_finite_float, help="classifier-free guidance scale (1 = no guidance)")
-    sampling.add_argument("--sigma-min", type=_positive_float, help="lowest noise level of the schedule (v models)")
-    sampling.add_argument("--sigma-max", type=_positive_float, help="highest noise level of the schedule (<= 1 for flow models)")
+    sampling.add_argument("--sample-steps", type=positive_int, help="denoising steps per item")
+    sampling.add_argument("--cfg-scale", type=finite_float, help="classifier-free guidance scale (1 = no guidance)")
+    sampling.add_argument("--sigma-min", type=positive_float, help="lowest noise level of the schedule (v models)")
+    sampling.add_argument("--sigma-max", type=positive_float, help="highest noise level of the schedule (<= 1 for flow models)")
     sampling.add_argument(
-        "--n-sample-per-cond", type=_positive_int, default=1, help="items per leaf; a leaf's n_samples overrides it (default: %(default)s)"
+        "--n-sample-per-cond", type=positive_int, default=1, help="items per leaf; a leaf's n_samples overrides it (default: %(default)s)"
     )
     sampling.add_argument(
         "--seed",
-        type=_seed,
+        type=seed_value,
         default=0,
         help="base seed (default: %(default)s): item k of a leaf without 'seed' gets a stable hash of (base seed, leaf path, k)",
     )
@@ -165,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--world-size",
-        type=_positive_int,
+        type=positive_int,
         help="with --dry-run only: number of ranks to plan for (default: $WORLD_SIZE or 1); "
         "a real run takes its world size from torchrun",
     )
@@ -177,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--dist-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=60.0,
         help="minutes any rank may wait in a collective call (default: %(default)s); the longest wait is "
         "the other ranks' while rank 0 scans the output dir to resume, so very large outputs on slow "
@@ -185,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--max-items",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_ITEMS,
         help="refuse trees that expand to more items than this (default: %(default)s)",
     )
