@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_HF_HOME := .cache/hf-demo
 DEMO_OUT ?= demo_output
 
-.PHONY: install demo test bench lock clean
+.PHONY: install demo test bench bench-finetune lock clean
 
 install: $(STAMP)
 
@@ -41,3 +41,7 @@ clean:
 # Side-by-side throughput of generate.py and the reference path; appends to docs/BENCHMARKS.md.
 bench: install
 	$(PY) bench/throughput.py
+
+# fine-tuning: steps per second on an audio folder vs its pre-encoded latents (docs/BENCHMARKS.md)
+bench-finetune: install
+	$(PY) -m bench.finetune_throughput

@@ -88,7 +88,8 @@ def metadata_module_source(docstring: str, records_name: str, body: str, imports
     returns the record of ``path`` (the file stable-audio-tools read, or where its link points),
     loading the records once per process, and raises ``KeyError`` naming ``scanned`` when there is
     none (stable-audio-tools then reports the file and draws another); ``_wrapped_padding_mask(info)``
-    is the padding mask as 0.0.19's training step needs it. ``body`` defines
+    is the padding mask as 0.0.19's training step needs it; ``_crop_seconds_start(info)`` is where
+    the read starts in the file, for audio and for pre-encoded reads alike. ``body`` defines
     ``get_custom_metadata(info, audio)``; ``imports`` are further standard-library modules it uses.
     """
     import_lines = "".join(f"import {name}\n" for name in sorted({"json", "os", *imports}))
@@ -124,6 +125,16 @@ def _wrapped_padding_mask(info):
     training fails in F.interpolate. Pre-encoded datasets already give a list, kept as it is."""
     mask = info["padding_mask"]
     return mask if isinstance(mask, list) else [mask]
+
+
+def _crop_seconds_start(info):
+    """Where the read starts in the file, in whole seconds (rounded down, as upstream's crop rounds).
+
+    An audio read: upstream's own seconds_start. A pre-encoded read (finetune.py encode): the
+    latent crop's start (latent_crop_start frames of seconds_per_latent each, both in info).
+    """
+    latent_start = info.get("latent_crop_start", 0) * info.get("seconds_per_latent", 0)
+    return int(info.get("seconds_start", 0) + latent_start)
 
 
 def _record_of(scanned, path):

@@ -61,7 +61,7 @@ for every audio file it loads. Standard library only.
     """The file's prompt and timing conditions, as it was generated.
 
     seconds_start is the item's seconds_start plus the offset of the crop stable-audio-tools took
-    (info["seconds_start"], 0 unless the file is longer than the training sample size);
+    (0 unless the file is longer than the training sample size; also for pre-encoded latent crops);
     seconds_total is the item's seconds_total; padding_mask is wrapped as 0.0.19's training step
     needs it. Files flagged in the manifest (e.g. silent) are rejected; a file the manifest does not know raises, and stable-audio-tools reports and skips it.
     """
@@ -70,7 +70,7 @@ for every audio file it loads. Standard library only.
         return {"__reject__": True}
     return {
         "prompt": record["prompt"],
-        "seconds_start": record["seconds_start"] + info.get("seconds_start", 0),
+        "seconds_start": record["seconds_start"] + _crop_seconds_start(info),
         "seconds_total": record["seconds_total"],
         "padding_mask": _wrapped_padding_mask(info),
     }

@@ -19,6 +19,7 @@ from rich.text import Text
 
 from ..datasets.training import parse_split_spec
 from ..model.spec import ModelLoadError, ModelRequest, read_model_config, read_model_spec
+from ..quiet import hide_library_warnings
 from ..run.argtypes import positive_int
 from ..run.exits import EXIT_OK, EXIT_USAGE
 from ..tree.conditions import segment_problem
@@ -35,7 +36,8 @@ from .prepare import (
     write_prepared,
 )
 from .run_folder import TrainingRun
-from .training import LIGHTNING_PRECISIONS, LOGGERS, TrainingInputError, TrainRequest, default_workers, train
+from .training import LIGHTNING_PRECISIONS, LOGGERS, TrainRequest, default_workers, train
+from .weights import ModelFlags, TrainingInputError
 
 DEFAULT_SPLIT = "train=0.9,val=0.1"
 LOG_WIDTH = 160  # columns when writing to a log file rather than a terminal
@@ -104,6 +106,28 @@ def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=prepare, command_parser=parser)
 
 
+def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """The model flags ``train`` and ``encode`` share (resolved by ``weights.choose_model``)."""
+    model = parser.add_argument_group("model and starting weights")
+    model.add_argument("--pretrained-name", metavar="REPO_ID", help="start from a hub model (gated models need HF_TOKEN), "
+                       "e.g. stabilityai/stable-audio-open-1.0; its config is trained unless --model-config is given")  # fmt: skip
+    model.add_argument("--revision", help="hub branch, tag or commit of --pretrained-name (default: main)")
+    model.add_argument("--pretrained-ckpt-path", type=Path, metavar="FILE", help="start from a checkpoint: .safetensors, a "
+                       "state dict, or a training checkpoint of an earlier run (its EMA weights); loaded strictly")  # fmt: skip
+    model.add_argument("--model-config", type=Path, metavar="FILE", help="the model config to train (default: that of the "
+                       "starting weights); alone, training starts from random weights")  # fmt: skip
+    model.add_argument("--pretransform-ckpt-path", type=Path, metavar="FILE", help="replace the starting weights' VAE with these")
+    model.add_argument("--trust-checkpoint", action="store_true", help="allow full unpickling of a checkpoint that needs it (runs its code)")
+
+
+def _model_flags(args: argparse.Namespace) -> ModelFlags:
+    return ModelFlags(
+        model_config=args.model_config, pretrained_name=args.pretrained_name, revision=args.revision,
+        pretrained_ckpt_path=args.pretrained_ckpt_path, pretransform_ckpt_path=args.pretransform_ckpt_path,
+        trust_checkpoint=args.trust_checkpoint,
+    )  # fmt: skip
+
+
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
     """The ``train`` subcommand: stable-audio-tools' train.py flags where they exist (docs/finetuning.md)."""
     parser = subparsers.add_parser(
@@ -117,16 +141,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--val-dataset-config", type=Path, metavar="FILE", help="dataset config of the validation set (validation losses)")
     data.add_argument("--num-workers", type=positive_int, default=default_workers(),
                       help="dataloader worker processes per rank (default: %(default)s, at most 6 as upstream)")  # fmt: skip
-    model = parser.add_argument_group("model and starting weights")
-    model.add_argument("--pretrained-name", metavar="REPO_ID", help="start from a hub model (gated models need HF_TOKEN), "
-                       "e.g. stabilityai/stable-audio-open-1.0; its config is trained unless --model-config is given")  # fmt: skip
-    model.add_argument("--revision", help="hub branch, tag or commit of --pretrained-name (default: main)")
-    model.add_argument("--pretrained-ckpt-path", type=Path, metavar="FILE", help="start from a checkpoint: .safetensors, a "
-                       "state dict, or a training checkpoint of an earlier run (its EMA weights); loaded strictly")  # fmt: skip
-    model.add_argument("--model-config", type=Path, metavar="FILE", help="the model config to train (default: that of the "
-                       "starting weights); alone, training starts from random weights")  # fmt: skip
-    model.add_argument("--pretransform-ckpt-path", type=Path, metavar="FILE", help="replace the starting weights' VAE with these")
-    model.add_argument("--trust-checkpoint", action="store_true", help="allow full unpickling of a checkpoint that needs it (runs its code)")
+    _add_model_flags(parser)
     run = parser.add_argument_group("run")
     run.add_argument("--save-dir", type=Path, required=True, metavar="SAVE_DIR", help="folder of training runs")
     run.add_argument("--name", required=True, help="the run: its files go to SAVE_DIR/NAME/ (also the wandb project)")
@@ -148,8 +163,29 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     demos = parser.add_argument_group("demos")
     demos.add_argument("--demo-yaml", type=Path, metavar="TREE", help="generate this condition tree with every checkpoint "
                        "into SAVE_DIR/NAME/demos/step-N/ (as generate.py --clip-length --precision fp32)")  # fmt: skip
+    parser.add_argument("--check", action="store_true", help="check the flags, dataset configs, model config, run folder and "
+                        "demo tree, then exit (0: fine, 2: a problem) without training")  # fmt: skip
     demos.add_argument("--demo-batch-size", type=positive_int, default=4, metavar="N", help="demo clips per batch (default: %(default)s)")
     parser.set_defaults(handler=train_command, command_parser=parser)
+
+
+def _add_encode(subparsers: argparse._SubParsersAction) -> None:
+    """The ``encode`` subcommand: a prepared dataset -> pre-encoded latents (docs/finetuning.md)."""
+    parser = subparsers.add_parser(
+        "encode",
+        help="run the VAE encoder once over a dataset: stable-audio-tools pre_encoded latents for faster training",
+        description="Encode every audio file of an audio_dir dataset config with the model's VAE into stable-audio-tools' "
+        "pre_encoded format (OUTPUT_DIR/dataset_config.json; train with it as --dataset-config). Run under torchrun "
+        "to shard files over GPUs; rerunning skips finished files. Bad input: exit 2.",
+    )
+    parser.add_argument("--dataset-config", type=Path, required=True, metavar="FILE", help="an audio_dir dataset config (finetune.py prepare writes one per split)")
+    parser.add_argument("--output-dir", type=Path, required=True, metavar="DIR", help="where the latents and their dataset config go")
+    _add_model_flags(parser)
+    parser.add_argument("--num-workers", type=positive_int, default=default_workers(),
+                        help="audio-loading worker processes per rank (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=42, help="base of the per-file seeds of the VAE's latent sample (default: %(default)s)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto (default): cuda:LOCAL_RANK when CUDA is available")
+    parser.set_defaults(handler=encode_command, command_parser=parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_prepare(subparsers)
     _add_train(subparsers)
+    _add_encode(subparsers)
     return parser
 
 
@@ -248,14 +285,13 @@ def train_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     if problem:
         parser.error(f"--name {args.name!r}: {problem} (it names the folder SAVE_DIR/NAME)")
     request = TrainRequest(
-        dataset_config=args.dataset_config, val_dataset_config=args.val_dataset_config, model_config=args.model_config,
-        pretrained_name=args.pretrained_name, revision=args.revision, pretrained_ckpt_path=args.pretrained_ckpt_path,
-        pretransform_ckpt_path=args.pretransform_ckpt_path, trust_checkpoint=args.trust_checkpoint,
+        dataset_config=args.dataset_config, val_dataset_config=args.val_dataset_config, model=_model_flags(args),
         run=TrainingRun(args.save_dir / args.name), name=args.name, precision=args.precision,
         batch_size=args.batch_size, accum_batches=args.accum_batches, num_workers=args.num_workers,
         checkpoint_every=args.checkpoint_every, val_every=args.val_every, max_steps=args.max_steps,
         devices=args.devices, num_nodes=args.num_nodes, seed=args.seed, gradient_clip_val=args.gradient_clip_val,
         logger=args.logger, restart=args.restart, demo_yaml=args.demo_yaml, demo_batch_size=args.demo_batch_size,
+        check=args.check,
     )  # fmt: skip
     try:
         return train(request)
@@ -264,7 +300,23 @@ def train_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         return EXIT_USAGE
 
 
+def encode_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``finetune.py encode``; bad input is one line and exit 2 (on every rank that finds it)."""
+    from .encode import EncodeRequest, encode
+
+    request = EncodeRequest(dataset_config=args.dataset_config, output_dir=args.output_dir, model=_model_flags(args),
+                            num_workers=args.num_workers, seed=args.seed, device=args.device)  # fmt: skip
+    if request.output_dir.exists() and not request.output_dir.is_dir():
+        parser.error(f"--output-dir {request.output_dir}: exists and is not a folder")
+    try:
+        return encode(request)
+    except TrainingInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    hide_library_warnings()  # before Lightning and stable-audio-tools are imported: some warn at import
     parser = build_parser()
     args = parser.parse_args(argv)
     return args.handler(args, args.command_parser)

@@ -40,7 +40,8 @@ def get_custom_metadata(info, audio):
     successive epochs see different captions of a file), with "first" always the first.
     seconds_start, seconds_total: stable-audio-tools' own values for the crop it took - the crop's
     offset in seconds (rounded down) and the whole file's length in seconds (rounded up), as Stable
-    Audio Open was trained, so the timing conditioning keeps its meaning at generation time.
+    Audio Open was trained, so the timing conditioning keeps its meaning at generation time; for
+    pre-encoded latents (finetune.py encode) the latent crop's offset, likewise.
     padding_mask: wrapped in a list. stable-audio-tools 0.0.19's diffusion training step stacks
     md["padding_mask"][0] of every item; SampleDataset gives a flat mask, whose [0] is a scalar,
     and training fails in F.interpolate. Pre-encoded datasets already give a list; so does this.
@@ -49,7 +50,7 @@ def get_custom_metadata(info, audio):
     captions = record["captions"]
     return {
         "prompt": captions[0] if CAPTION_POLICY == "first" else random.choice(captions),
-        "seconds_start": info["seconds_start"],
+        "seconds_start": _crop_seconds_start(info),
         "seconds_total": info["seconds_total"],
         "padding_mask": _wrapped_padding_mask(info),
     }

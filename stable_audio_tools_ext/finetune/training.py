@@ -22,32 +22,20 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..model.spec import (
-    MODEL_CONFIG_NAME,
-    ModelLoadError,
-    ModelRequest,
-    ModelSpec,
-    config_of_checkpoint,
-    read_model_config,
-    read_model_spec,
-)
+from ..model.spec import MODEL_CONFIG_NAME, ModelLoadError
 from ..output.atomic import remove_partial_files
-from ..quiet import hide_library_prints, hide_library_warnings
 from ..run.exits import EXIT_INTERRUPTED, EXIT_OK
 from ..tree.conditions import ConditionTreeError
 from .run_folder import TrainingRun
+from .weights import ModelChoice, ModelFlags, TrainingInputError, choose_model
 
 LIGHTNING_PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
 LOGGERS = ("none", "csv", "tensorboard", "wandb")
 SEED_STEP_STRIDE = 1_000_003  # a resumed segment's seeds: far from any rank offset (see ``segment_seed``)
-
-
-class TrainingInputError(ValueError):
-    """Input that cannot train; the message is one line naming the flag, what is wrong and what to do."""
 
 
 @dataclass(frozen=True)
@@ -56,12 +44,7 @@ class TrainRequest:
 
     dataset_config: Path
     val_dataset_config: Path | None
-    model_config: Path | None
-    pretrained_name: str | None
-    revision: str | None
-    pretrained_ckpt_path: Path | None
-    pretransform_ckpt_path: Path | None
-    trust_checkpoint: bool
+    model: ModelFlags
     run: TrainingRun
     name: str
     precision: str
@@ -79,16 +62,7 @@ class TrainRequest:
     restart: bool
     demo_yaml: Path | None
     demo_batch_size: int
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """The config to train and where its starting weights come from (``spec`` is ``None``: random weights)."""
-
-    config: dict[str, Any]
-    spec: ModelSpec | None
-    ckpt_flag: str
-    description: str
+    check: bool = False  # only check the inputs (the SLURM script's first step)
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> str:
@@ -98,49 +72,6 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str:
             if a.get(key, ...) != b.get(key, ...):
                 return _first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
     return path or "<root>"
-
-
-def choose_model(request: TrainRequest) -> ModelChoice:
-    """The config and starting weights the flags name (torch-free: only configs are read). Raises ``TrainingInputError``."""
-    try:
-        local_config = read_model_config(request.model_config) if request.model_config else None
-        if request.pretrained_name and request.pretrained_ckpt_path:
-            raise TrainingInputError("--pretrained-name and --pretrained-ckpt-path both name starting weights; give one")
-        if request.pretrained_name:
-            spec = read_model_spec(ModelRequest(
-                pretrained_name=request.pretrained_name, revision=request.revision,
-                pretransform_ckpt_path=request.pretransform_ckpt_path, trust_checkpoint=request.trust_checkpoint,
-            ))  # fmt: skip
-            if local_config is not None:
-                spec = replace(spec, config=local_config)
-            source = f"{spec.source} at {spec.revision}" + (f" with --model-config {request.model_config}" if local_config else "")
-            return ModelChoice(spec.config, spec, "--pretrained-ckpt-path", source)
-        if request.revision:
-            raise TrainingInputError("--revision applies to --pretrained-name")
-        if request.pretrained_ckpt_path:
-            ckpt = request.pretrained_ckpt_path
-            if not ckpt.is_file():
-                raise TrainingInputError(f"--pretrained-ckpt-path {ckpt}: file not found")
-            config_path = request.model_config or config_of_checkpoint(ckpt)
-            if config_path is None:
-                raise TrainingInputError(
-                    f"--pretrained-ckpt-path {ckpt} needs --model-config: no {MODEL_CONFIG_NAME} beside it or in its run folder"
-                )
-            spec = read_model_spec(ModelRequest(
-                model_config=config_path, ckpt_path=ckpt,
-                pretransform_ckpt_path=request.pretransform_ckpt_path, trust_checkpoint=request.trust_checkpoint,
-            ))  # fmt: skip
-            return ModelChoice(spec.config, spec, "--pretrained-ckpt-path", f"{ckpt} with {config_path}")
-        if local_config is None:
-            raise TrainingInputError(
-                "no model: give --pretrained-name (a hub model), --pretrained-ckpt-path (a checkpoint), "
-                "or --model-config alone to train from random weights"
-            )
-        if request.pretransform_ckpt_path:
-            raise TrainingInputError("--pretransform-ckpt-path replaces the VAE of starting weights; give those too")
-        return ModelChoice(local_config, None, "", f"random weights, {request.model_config}")
-    except ModelLoadError as exc:
-        raise TrainingInputError(str(exc)) from None
 
 
 def check_run(request: TrainRequest, config: dict[str, Any]) -> tuple[int, Path] | None:
@@ -215,19 +146,32 @@ def _device_count(devices: str, cuda: bool) -> int:
     return count
 
 
+def _placement(request: TrainRequest, cuda: bool) -> tuple[int, int, list[Any]]:
+    """Devices per node, nodes, and the cluster environment Lightning must use.
+
+    Under ``torchrun`` (the SLURM script's launcher, one per node) the processes already exist and
+    torchrun's variables say where each one is: Lightning is told so explicitly, because inside a
+    SLURM job it would otherwise read SLURM's task variables (one task per node) and refuse.
+    ``--devices``/``--num-nodes`` then do not apply. Otherwise Lightning starts the processes itself.
+    """
+    from lightning_fabric.plugins.environments import TorchElasticEnvironment
+
+    if TorchElasticEnvironment.detect():
+        per_node = int(os.environ["LOCAL_WORLD_SIZE"])
+        return per_node, int(os.environ["WORLD_SIZE"]) // per_node, [TorchElasticEnvironment()]
+    return _device_count(request.devices, cuda), request.num_nodes, []
+
+
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
 def _build_model(choice: ModelChoice, resuming: bool) -> tuple[Any, str]:
     """The network: with its starting weights for a new run; as built for a continued one (the checkpoint has the weights)."""
-    from stable_audio_tools.models.factory import create_model_from_config
-
-    from ..model.loading import build_model
+    from ..model.loading import build_model, create_model
 
     if resuming or choice.spec is None:
-        with hide_library_prints():
-            return create_model_from_config(choice.config), "random weights" if not resuming else "from the checkpoint"
+        return create_model(choice.config), "random weights" if not resuming else "from the checkpoint"
     try:
         return build_model(choice.spec, choice.ckpt_flag)
     except ModelLoadError as exc:
@@ -236,8 +180,7 @@ def _build_model(choice: ModelChoice, resuming: bool) -> tuple[Any, str]:
 
 def train(request: TrainRequest) -> int:
     """Check everything, then train until ``--max-steps`` or a stop signal; the exit code."""
-    hide_library_warnings()  # before Lightning and stable-audio-tools are imported: some warn at import
-    choice = choose_model(request)
+    choice = choose_model(request.model)
     last = check_run(request, choice.config)
     start_step = last[0] if last else 0
     if last and request.max_steps is not None and start_step >= request.max_steps:
@@ -252,6 +195,18 @@ def train(request: TrainRequest) -> int:
             demo_items = plan_demos(request.demo_yaml, choice.config)
         except ConditionTreeError as exc:
             raise TrainingInputError(f"--demo-yaml: {exc}") from None
+    if request.check:
+        from .loaders import DatasetConfigError, read_dataset_config
+
+        try:
+            for path, flag in ((request.dataset_config, "--dataset-config"), (request.val_dataset_config, "--val-dataset-config")):
+                if path is not None:
+                    read_dataset_config(path, flag)
+        except DatasetConfigError as exc:
+            raise TrainingInputError(str(exc)) from None
+        state = f"continues from step {start_step}" if last else "starts"
+        _say(f"inputs OK: {request.run.folder} {state} ({choice.description})")
+        return EXIT_OK
     return _fit(request, choice, last, demo_items)
 
 
@@ -259,7 +214,6 @@ def _fit(request: TrainRequest, choice: ModelChoice, last: tuple[int, Path] | No
     import pytorch_lightning as pl
     import torch
     from stable_audio_tools.training.factory import create_training_wrapper_from_config
-    from transformers.utils import logging as transformers_logging
 
     from ..run.signals import GracefulStop
     from .callbacks import (
@@ -276,7 +230,8 @@ def _fit(request: TrainRequest, choice: ModelChoice, last: tuple[int, Path] | No
 
     cuda = torch.cuda.is_available()
     precision = lightning_precision(request.precision, cuda, cuda and torch.cuda.is_bf16_supported())
-    ranks = _device_count(request.devices, cuda) * request.num_nodes
+    devices, num_nodes, environment = _placement(request, cuda)
+    ranks = devices * num_nodes
     start_step = last[0] if last else 0
     config = choice.config
     try:
@@ -289,12 +244,16 @@ def _fit(request: TrainRequest, choice: ModelChoice, last: tuple[int, Path] | No
     except DatasetConfigError as exc:
         raise TrainingInputError(str(exc)) from None
 
+    pre_encoded = train_loader.config["dataset_type"] == "pre_encoded"
+    if val_loader is not None and (val_loader.config["dataset_type"] == "pre_encoded") != pre_encoded:
+        raise TrainingInputError("--dataset-config and --val-dataset-config must both be audio or both pre-encoded latents")
     use_torch_compatible_inverse_lr()
-    transformers_logging.disable_progress_bar()  # T5's "Loading weights" bar, once per rank
     pl.seed_everything(request.seed)  # the same initial weights on every rank
     model, weights_read = _build_model(choice, resuming=last is not None)
     match_text_encoders(model, precision)
-    wrapper = create_training_wrapper_from_config(config, model)
+    # the wrapper's switch for latents; the run's own config (saved, embedded, compared) stays as given
+    wrapper_config = {**config, "training": {**config["training"], "pre_encoded": pre_encoded}}
+    wrapper = create_training_wrapper_from_config(wrapper_config, model)
 
     run = request.run
     after_save = []
@@ -316,8 +275,8 @@ def _fit(request: TrainRequest, choice: ModelChoice, last: tuple[int, Path] | No
         val_args = {"check_val_every_n_epoch": None, "val_check_interval": request.val_every}
     trainer = pl.Trainer(
         accelerator="gpu" if cuda else "cpu",
-        devices=request.devices,
-        num_nodes=request.num_nodes,
+        devices=devices,
+        num_nodes=num_nodes,
         strategy="ddp_find_unused_parameters_true" if ranks > 1 else "auto",  # as upstream: the conditioners
         precision=precision,
         accumulate_grad_batches=request.accum_batches,
@@ -325,7 +284,7 @@ def _fit(request: TrainRequest, choice: ModelChoice, last: tuple[int, Path] | No
         max_steps=request.max_steps or -1,
         max_epochs=-1,
         callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *environment],
         logger=_logger(request.logger, run, request.name, start_step),
         log_every_n_steps=1,
         default_root_dir=run.folder,

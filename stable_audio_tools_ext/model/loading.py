@@ -120,15 +120,22 @@ def configure_backends(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def create_model(config: dict) -> torch.nn.Module:
+    """stable-audio-tools' factory, quietly: random weights, float32, training mode."""
+    from stable_audio_tools.models.factory import create_model_from_config
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # one "Loading weights" bar per rank for T5; hub download bars stay
+    with hide_library_prints():  # the factory's first import of the DiT prints a flash-attn notice
+        return create_model_from_config(config)
+
+
 def build_model(spec: ModelSpec, ckpt_flag: str = "--ckpt-path") -> tuple[torch.nn.Module, str]:
     """The network of ``spec`` with its weights loaded strictly, as stable-audio-tools builds it (float32,
     training mode), and what was read; ``load_model`` readies it for sampling, fine-tuning trains it.
     ``ckpt_flag`` is the command's name for ``spec.request.ckpt_path`` in messages."""
-    from stable_audio_tools.models.factory import create_model_from_config
-
     state, weights_read = _read_weights(spec, ckpt_flag)
-    with hide_library_prints():  # the factory's first import of the DiT prints a flash-attn notice
-        model = create_model_from_config(spec.config)
+    model = create_model(spec.config)
     where = f"{ckpt_flag} {spec.source}" if spec.request.ckpt_path else f"--pretrained-name {spec.source}"
     _load_strict(model, state, f"{where} does not match its model config")
     if spec.request.pretransform_ckpt_path is not None:
@@ -143,9 +150,6 @@ def load_model(spec: ModelSpec, device: torch.device, precision: str | None = No
     (float32 unless ``model_half``) because its decoder produces the waveform directly, and the T5
     conditioner keeps upstream's float16; the engine returns float32 audio either way.
     """
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()  # one "Loading weights" bar per rank for T5; hub download bars stay
     precision = resolve_precision(precision, device.type)
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ModelLoadError("--precision bf16: this GPU does not support bfloat16; use fp16 or fp32")

@@ -40,6 +40,7 @@ def on_local_slurm(test):
 SCRIPTS = REPO_ROOT / "example" / "slurm"
 SINGLE_NODE = SCRIPTS / "generate_single_node.sbatch"
 MULTI_NODE = SCRIPTS / "generate_multi_node.sbatch"
+FINETUNE = SCRIPTS / "finetune.sbatch"
 JOB_TIMEOUT = 420  # seconds; a job here takes 20-90 s, more when the machine is busy
 
 # Two CPU "GPUs": two tasks of one CPU on the single node (the scripts run one worker per task when
@@ -73,7 +74,7 @@ def slurm():
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.mark.parametrize("script", [SINGLE_NODE, MULTI_NODE], ids=["single-node", "multi-node"])
+@pytest.mark.parametrize("script", [SINGLE_NODE, MULTI_NODE, FINETUNE], ids=["single-node", "multi-node", "finetune"])
 def test_scripts_parse_and_ask_slurm_for_what_resuming_needs(script: Path) -> None:
     """Static checks, with or without a cluster: syntax, strict mode, the preemption directives, no secrets."""
     text = script.read_text()
@@ -230,3 +231,56 @@ def test_time_limit_signal_stops_cleanly_requeues_and_resumes(slurm, small_hub_e
     final = {name: path.stat().st_mtime_ns for name, path in audio_files(out).items()}
     assert {name: final[name] for name in first_run} == first_run, "the second run regenerated finished files"
 
+
+
+@on_local_slurm
+def test_finetune_script_trains_with_two_ranks_requeues_on_usr1_and_ends_at_max_steps(slurm, small_hub_env, tmp_path) -> None:
+    """finetune.sbatch unchanged: 2 CPU processes (gloo DDP) train the tiny model; USR1 mid-run stops them
+    after one step with a checkpoint, the job requeues itself and continues to exactly --max-steps."""
+    import torch
+
+    from tests.finetune.captioned import AUDIO, prepared
+
+    prepared(tmp_path, AUDIO, "train=1.0")
+    env = slurm.env(small_hub_env)
+    for name in ("CONTAINER", "NPROC_PER_NODE", "PRETRAINED_CKPT_PATH", "VAL_DATASET_CONFIG"):
+        env.pop(name, None)
+    env.update(DATASET_CONFIG=str(tmp_path / "data" / "dataset_config.train.json"), SAVE_DIR=str(tmp_path / "runs"),
+               RUN_NAME="clotho", PRETRAINED_NAME="stabilityai/stable-audio-open-1.0", REPO_DIR=str(REPO_ROOT),
+               VENV=str(REPO_ROOT / ".venv"), RDZV_PORT=str(free_port()))  # fmt: skip
+    max_steps = 30
+    args = ("--max-steps", str(max_steps), "--checkpoint-every", "4", "--batch-size", "1", "--num-workers", "1")
+    job_id, work = submit(slurm, FINETUNE, tmp_path, env, "--job-name=sat-finetune", args=args)
+    checkpoints = tmp_path / "runs" / "clotho" / "checkpoints"
+
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while not list(checkpoints.glob("*step=4.ckpt")):  # let the first run train a few steps
+        assert time.monotonic() < deadline, f"no checkpoint written\n{job_log(work, job_id)}"
+        assert slurm.job_info(job_id).get("JobState") in ("PENDING", "RUNNING", "CONFIGURING"), job_log(work, job_id)
+        time.sleep(0.5)
+    slurm.run(["scancel", "--signal=USR1", "--batch", job_id])
+    end = slurm.wait_finished(job_id, JOB_TIMEOUT)
+    log = job_log(work, job_id)
+    assert end["JobState"] == "COMPLETED" and end["ExitCode"] == "0:0", f"{end}\n{log}\n{slurm.logs()}"
+    runs = [r["JobState"] for r in slurm.completions(job_id)]
+    assert len(runs) == 2 and runs[-1] == "COMPLETED", (runs, log)
+
+    stopped = re.search(r"stopped by SIGUSR1 at step (\d+)", log)
+    assert stopped and "requeueing job" in log and "restart 1" in log, log
+    stop_step = int(stopped.group(1))
+    assert 4 <= stop_step < max_steps
+    assert f"from step {stop_step}" in log.split("restart 1")[-1]  # the requeued job continued from the stop
+    assert "x 2 ranks" in log and "--nproc_per_node 2" in log
+    steps = sorted(int(re.search(r"step=(\d+)", p.name).group(1)) for p in checkpoints.glob("*.ckpt"))
+    assert stop_step in steps and steps[-1] == max_steps
+    last = next(checkpoints.glob(f"*step={max_steps}.ckpt"))
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == max_steps
+    assert not list(checkpoints.glob("*.partial"))
+
+    tree = tmp_path / "tree.yaml"
+    tree.write_text("rain: {prompt: rain, seconds_total: 1, steps: 4}\n")
+    command = [str(REPO_ROOT / ".venv" / "bin" / "python"), str(REPO_ROOT / "generate.py"), "--cond-yaml-path", str(tree),
+               "--output-dir", str(tmp_path / "out"), "--ckpt-path", str(last), "--clip-length"]  # fmt: skip
+    generated = subprocess.run(command, cwd=REPO_ROOT, env=small_hub_env, capture_output=True, text=True, timeout=300)
+    assert generated.returncode == 0, generated.stderr
+    assert sf.info(str(tmp_path / "out" / "rain_item-1.wav")).frames == 44100

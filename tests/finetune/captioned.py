@@ -52,3 +52,13 @@ def prepare(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.
     return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
+
+
+def prepared(folder: Path, files: dict[str, tuple[int, int, float]], split: str) -> Path:
+    """``files`` written under ``folder/audio`` with a Clotho CSV, prepared into ``folder/data``; returns ``folder``."""
+    write_audio(folder / "audio", files)
+    write_clotho(folder / "captions.csv", list(files))
+    result = prepare("--audio-dir", folder / "audio", "--captions", folder / "captions.csv", "--output-dir", folder / "data",
+                     "--split", split)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return folder

@@ -26,7 +26,7 @@ from stable_audio_tools_ext.finetune.run_folder import TrainingRun
 from stable_audio_tools_ext.model.tiny import DEMO_REPO_ID
 from stable_audio_tools_ext.run.exits import EXIT_INTERRUPTED
 from tests.conftest import REPO_ROOT
-from tests.finetune.captioned import AUDIO, prepare, write_audio, write_clotho
+from tests.finetune.captioned import AUDIO, prepared
 
 DEMO_TREE = """\
 rain:
@@ -77,12 +77,7 @@ def training_state(path: Path) -> tuple[int, int, int, int]:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """Clotho-format captions for audio of every rate, channel count and length, prepared into train and val splits."""
-    tmp = tmp_path_factory.mktemp("captioned")
-    write_audio(tmp / "audio", AUDIO)
-    write_clotho(tmp / "captions.csv", list(AUDIO))
-    result = prepare("--audio-dir", tmp / "audio", "--captions", tmp / "captions.csv", "--output-dir", tmp / "data",
-                     "--split", "train=0.6,val=0.4")  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    tmp = prepared(tmp_path_factory.mktemp("captioned"), AUDIO, "train=0.6,val=0.4")
     (tmp / "demo.yaml").write_text(DEMO_TREE, encoding="utf-8")
     return tmp
 

@@ -1,0 +1,92 @@
+"""Which model config fine-tuning works on and where its starting weights come from, from the flags.
+
+``finetune.py train`` and ``encode`` take the same model flags (``--pretrained-name`` with
+``--revision``, ``--pretrained-ckpt-path``, ``--model-config``, ``--pretransform-ckpt-path``) and
+resolve them here into a ``model.spec.ModelSpec``, the same object ``generate.py`` loads from.
+Torch-free: only configs are read, so every flag problem is found before the training stack loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..model.spec import (
+    MODEL_CONFIG_NAME,
+    ModelLoadError,
+    ModelRequest,
+    ModelSpec,
+    config_of_checkpoint,
+    read_model_config,
+    read_model_spec,
+)
+
+
+class TrainingInputError(ValueError):
+    """Input that cannot train (or encode); the message is one line naming the flag, what is wrong and what to do."""
+
+
+@dataclass(frozen=True)
+class ModelFlags:
+    """The model flags as given on the command line."""
+
+    model_config: Path | None = None
+    pretrained_name: str | None = None
+    revision: str | None = None
+    pretrained_ckpt_path: Path | None = None
+    pretransform_ckpt_path: Path | None = None
+    trust_checkpoint: bool = False
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The config to train and where its starting weights come from (``spec`` is ``None``: random weights)."""
+
+    config: dict[str, Any]
+    spec: ModelSpec | None
+    ckpt_flag: str
+    description: str
+
+
+def choose_model(request: ModelFlags) -> ModelChoice:
+    """The config and starting weights the flags name (torch-free: only configs are read). Raises ``TrainingInputError``."""
+    try:
+        local_config = read_model_config(request.model_config) if request.model_config else None
+        if request.pretrained_name and request.pretrained_ckpt_path:
+            raise TrainingInputError("--pretrained-name and --pretrained-ckpt-path both name starting weights; give one")
+        if request.pretrained_name:
+            spec = read_model_spec(ModelRequest(
+                pretrained_name=request.pretrained_name, revision=request.revision,
+                pretransform_ckpt_path=request.pretransform_ckpt_path, trust_checkpoint=request.trust_checkpoint,
+            ))  # fmt: skip
+            if local_config is not None:
+                spec = replace(spec, config=local_config)
+            source = f"{spec.source} at {spec.revision}" + (f" with --model-config {request.model_config}" if local_config else "")
+            return ModelChoice(spec.config, spec, "--pretrained-ckpt-path", source)
+        if request.revision:
+            raise TrainingInputError("--revision applies to --pretrained-name")
+        if request.pretrained_ckpt_path:
+            ckpt = request.pretrained_ckpt_path
+            if not ckpt.is_file():
+                raise TrainingInputError(f"--pretrained-ckpt-path {ckpt}: file not found")
+            config_path = request.model_config or config_of_checkpoint(ckpt)
+            if config_path is None:
+                raise TrainingInputError(
+                    f"--pretrained-ckpt-path {ckpt} needs --model-config: no {MODEL_CONFIG_NAME} beside it or in its run folder"
+                )
+            spec = read_model_spec(ModelRequest(
+                model_config=config_path, ckpt_path=ckpt,
+                pretransform_ckpt_path=request.pretransform_ckpt_path, trust_checkpoint=request.trust_checkpoint,
+            ))  # fmt: skip
+            return ModelChoice(spec.config, spec, "--pretrained-ckpt-path", f"{ckpt} with {config_path}")
+        if local_config is None:
+            raise TrainingInputError(
+                "no model: give --pretrained-name (a hub model), --pretrained-ckpt-path (a checkpoint), "
+                "or --model-config alone to train from random weights"
+            )
+        if request.pretransform_ckpt_path:
+            raise TrainingInputError("--pretransform-ckpt-path replaces the VAE of starting weights; give those too")
+        return ModelChoice(local_config, None, "", f"random weights, {request.model_config}")
+    except ModelLoadError as exc:
+        raise TrainingInputError(str(exc)) from None

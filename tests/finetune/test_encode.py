@@ -1,0 +1,156 @@
+"""``finetune.py encode``: pre-encoded latents that do not depend on the ranks, resume, and train.
+
+Real subprocesses (``python`` and ``torchrun --nproc_per_node 2``) on the tiny model of the real
+architecture (small window: 64 latent frames, 2.97 s); the latents are read back with
+stable-audio-tools' own ``PreEncodedDataset`` through the written dataset config.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stable_audio_tools_ext.finetune.encode import CONFIG_NAME
+from stable_audio_tools_ext.model.tiny import DEMO_REPO_ID
+from tests.conftest import REPO_ROOT, SMALL_WINDOW_SAMPLES
+from tests.finetune.captioned import AUDIO, captions_of, prepared
+from tests.support import free_port
+
+SAMPLE_RATE = 44100
+DOWNSAMPLING = 2048
+# the captioned files of the other tests, and two longer than the window (2.97 s): cropped per read
+FILES = {**AUDIO, "long/storm.wav": (44100, 2, 7.5), "long/train.flac": (48000, 1, 4.2)}
+MODEL = ["--pretrained-name", DEMO_REPO_ID]
+
+
+def finetune(*args: str | Path, env: dict[str, str], ranks: int = 1) -> subprocess.CompletedProcess:
+    launcher = [sys.executable]
+    if ranks > 1:
+        launcher += ["-m", "torch.distributed.run", f"--nproc_per_node={ranks}", f"--master_port={free_port()}"]
+    command = [*launcher, str(REPO_ROOT / "finetune.py"), *map(str, args)]
+    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def latents_of(folder: Path) -> dict[str, tuple[np.ndarray, dict]]:
+    return {p.relative_to(folder).as_posix(): (np.load(p), json.loads(p.with_suffix(".json").read_text()))
+            for p in sorted(folder.rglob("*.npy"))}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return prepared(tmp_path_factory.mktemp("encode"), FILES, "train=1.0")
+
+
+@pytest.fixture(scope="module")
+def one_rank(data, small_hub_env) -> Path:
+    # one CPU thread, as torchrun gives each worker: the same kernels, so the same bits (with other
+    # thread counts the convolutions sum in another order: latents agree to about 1e-7)
+    env = {**small_hub_env, "OMP_NUM_THREADS": "1"}
+    result = finetune("encode", "--dataset-config", data / "data" / "dataset_config.train.json",
+                      "--output-dir", data / "one", *MODEL, "--num-workers", "1", env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"done: {len(FILES)} files encoded" in result.stdout
+    return data / "one"
+
+
+def test_two_ranks_write_the_same_latents_as_one(one_rank, data, small_hub_env) -> None:
+    result = finetune("encode", "--dataset-config", data / "data" / "dataset_config.train.json",
+                      "--output-dir", data / "two", *MODEL, "--num-workers", "1", env=small_hub_env, ranks=2)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    one, two = latents_of(one_rank), latents_of(data / "two")
+    assert len(one) == len(FILES) and set(one) == set(two)
+    for name, (latents, metadata) in one.items():
+        assert np.array_equal(latents, two[name][0]), name
+        assert metadata == two[name][1], name
+    ranks = {json.loads(line)["rank"] for line in (data / "two" / "manifest.jsonl").read_text().splitlines()}
+    assert ranks == {0, 1}  # both ranks encoded a share
+    config = json.loads((data / "two" / CONFIG_NAME).read_text())
+    assert config["dataset_type"] == "pre_encoded" and config["latent_crop_length"] == SMALL_WINDOW_SAMPLES // DOWNSAMPLING
+
+
+def test_latents_cover_the_whole_file_with_a_mask(one_rank) -> None:
+    """Each file whole (padded to the window or a latent frame), its real frames marked, its timing as upstream's."""
+    window = SMALL_WINDOW_SAMPLES // DOWNSAMPLING
+    records = {json.loads(line)["path"]: json.loads(line) for line in (one_rank / "manifest.jsonl").read_text().splitlines()}
+    for name, (latents, metadata) in latents_of(one_rank).items():
+        key = name.removesuffix(".npy")
+        rate, _, seconds = FILES[key.split("/", 1)[1]]
+        frames = records[key]["frames"]  # resampled to 44.1 kHz
+        assert abs(frames - seconds * SAMPLE_RATE) <= 2, key
+        real = math.ceil(frames / DOWNSAMPLING)
+        assert latents.shape == (64, max(window, real)), key
+        assert metadata["padding_mask"] == [1] * real + [0] * (latents.shape[1] - real), key
+        assert (metadata["seconds_start"], metadata["seconds_total"]) == (0, math.ceil(frames / SAMPLE_RATE)), key
+    assert sum(latents.shape[1] > window for latents, _ in latents_of(one_rank).values()) == 2  # the two long files
+
+
+def test_a_rerun_skips_what_is_done_and_redoes_a_changed_file(one_rank, data, small_hub_env) -> None:
+    before = {p: p.stat().st_mtime_ns for p in one_rank.rglob("*.npy")}
+    changed = data / "audio" / "door.wav"
+    changed.write_bytes(changed.read_bytes())  # same audio, new mtime: the fingerprint changes
+    result = finetune("encode", "--dataset-config", data / "data" / "dataset_config.train.json",
+                      "--output-dir", one_rank, *MODEL, "--num-workers", "1", env=small_hub_env)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"{len(FILES) - 1} already encoded, 1 to do" in result.stdout
+    after = {p: p.stat().st_mtime_ns for p in one_rank.rglob("*.npy")}
+    redone = {p.name for p in after if after[p] != before[p]}
+    assert redone == {"door.wav.npy"}
+
+
+def test_stable_audio_tools_reads_window_crops_with_captions_and_timing(one_rank) -> None:
+    """Through the written config: every read is one window, a caption of its file, seconds_start of its crop."""
+    import random
+
+    import torch
+    from stable_audio_tools.data.dataset import create_dataloader_from_config
+
+    config = json.loads((one_rank / CONFIG_NAME).read_text())
+    loader = create_dataloader_from_config(config, batch_size=2, sample_size=SMALL_WINDOW_SAMPLES, sample_rate=SAMPLE_RATE,
+                                           num_workers=1)  # fmt: skip
+    dataset = loader.dataset
+    random.seed(0)
+    starts = {}
+    for index in range(len(dataset)):
+        for _ in range(6):
+            latents, info = dataset[index]
+            relpath = info["relpath"]
+            assert latents.shape == (64, SMALL_WINDOW_SAMPLES // DOWNSAMPLING)
+            assert info["prompt"] in captions_of(relpath)
+            start = info["latent_crop_start"]
+            assert info["seconds_start"] == int(start * DOWNSAMPLING / SAMPLE_RATE)
+            assert isinstance(info["padding_mask"], list) and torch.is_tensor(info["padding_mask"][0])
+            starts.setdefault(relpath, set()).add(start)
+    assert len(starts["long/storm.wav"]) > 1  # a random crop per read of a file longer than the window
+    assert starts["dog bark.wav"] == {0}
+
+
+def test_train_on_latents_then_generate(one_rank, small_hub_env, tmp_path) -> None:
+    result = finetune("train", "--dataset-config", one_rank / CONFIG_NAME, *MODEL, "--batch-size", "2", "--num-workers", "1",
+                      "--save-dir", tmp_path, "--name", "latents", "--max-steps", "2", env=small_hub_env)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    checkpoint = next((tmp_path / "latents" / "checkpoints").glob("*step=2.ckpt"))
+    tree = tmp_path / "tree.yaml"
+    tree.write_text("rain: {prompt: rain, seconds_total: 1, steps: 4}\n")
+    command = [sys.executable, str(REPO_ROOT / "generate.py"), "--cond-yaml-path", str(tree), "--output-dir", str(tmp_path / "out"),
+               "--ckpt-path", str(checkpoint)]  # fmt: skip
+    generated = subprocess.run(command, cwd=REPO_ROOT, env=small_hub_env, capture_output=True, text=True, timeout=300)
+    assert generated.returncode == 0, generated.stderr
+    assert (tmp_path / "out" / "rain_item-1.wav").is_file()
+
+
+def test_encode_refuses_what_it_cannot_use(one_rank, data, small_hub, small_hub_env, tmp_path) -> None:
+    snapshot = next(small_hub.rglob("model_config.json"))
+    cases = [
+        (["--dataset-config", data / "data" / "dataset_config.train.json", "--model-config", snapshot], "encode needs the VAE's trained weights"),
+        (["--dataset-config", one_rank / CONFIG_NAME, *MODEL], "encode reads audio_dir datasets, this one is 'pre_encoded'"),
+    ]  # fmt: skip
+    for args, message in cases:
+        result = finetune("encode", *args, "--output-dir", tmp_path / "out", env=small_hub_env)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert not (tmp_path / "out").exists()
