@@ -41,6 +41,7 @@ SCRIPTS = REPO_ROOT / "example" / "slurm"
 SINGLE_NODE = SCRIPTS / "generate_single_node.sbatch"
 MULTI_NODE = SCRIPTS / "generate_multi_node.sbatch"
 FINETUNE = SCRIPTS / "finetune.sbatch"
+COMMON = SCRIPTS / "job_common.sh"
 JOB_TIMEOUT = 420  # seconds; a job here takes 20-90 s, more when the machine is busy
 
 # Two CPU "GPUs": two tasks of one CPU on the single node (the scripts run one worker per task when
@@ -76,22 +77,31 @@ def slurm():
 
 @pytest.mark.parametrize("script", [SINGLE_NODE, MULTI_NODE, FINETUNE], ids=["single-node", "multi-node", "finetune"])
 def test_scripts_parse_and_ask_slurm_for_what_resuming_needs(script: Path) -> None:
-    """Static checks, with or without a cluster: syntax, strict mode, the preemption directives, no secrets."""
-    text = script.read_text()
-    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    """Static checks, with or without a cluster: syntax, strict mode, the preemption directives, no secrets.
+
+    What the scripts share (stop handling, requeue, threads, container or venv) is in job_common.sh,
+    which every script sources from the checkout.
+    """
+    text, common = script.read_text(), COMMON.read_text()
+    for source in (script, COMMON):
+        assert subprocess.run(["bash", "-n", str(source)]).returncode == 0
     assert text.startswith("#!/bin/bash\n") and "\nset -euo pipefail\n" in text
+    assert 'source "$REPO_DIR/example/slurm/job_common.sh"' in text
     directives = re.findall(r"^#SBATCH (\S+)", text, flags=re.M)
     for needed in ("--signal=B:USR1@120", "--requeue", "--open-mode=append", "--exclusive"):
         assert needed in directives, needed
-    assert "trap 'on_stop USR1' USR1" in text and "scontrol requeue" in text
+    assert "trap 'on_stop USR1' USR1" in common and "scontrol requeue" in common
     assert "--signals-to-handle SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1" in text
-    assert text.index('"$@" --check') < text.index('"${command[@]}" &'), "inputs are checked before any worker starts"
-    assert "export OMP_NUM_THREADS=" in text  # so torchrun does not print its thread banner
-    assert not re.search(r"hf_[A-Za-z0-9]{20,}", text) and not re.search(r"\bHF_TOKEN=", text)
+    assert text.index('"$@" --check') < text.index("run_with_stop_handling"), "inputs are checked before any worker starts"
+    assert text.index("workers_per_node") < text.index("run_with_stop_handling")
+    assert "export OMP_NUM_THREADS=" in common  # so torchrun does not print its thread banner
+    for source in (text, common):
+        assert not re.search(r"hf_[A-Za-z0-9]{20,}", source) and not re.search(r"\bHF_TOKEN=", source)
     if script == SINGLE_NODE:
         assert "--standalone" in text and "srun" not in text.split("set -euo pipefail")[1]
     else:
-        assert "scontrol show hostnames" in text and "--rdzv-backend c10d" in text and '--nnodes "$nodes"' in text
+        assert "find_rendezvous" in text and "scontrol show hostnames" in common
+        assert "--rdzv-backend c10d" in text and '--nnodes "$nodes"' in text
 
 
 def job_env(slurm: LocalSlurm, hub_env: dict[str, str], tree: Path, out: Path, extra: str,
