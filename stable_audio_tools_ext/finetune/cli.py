@@ -37,7 +37,7 @@ from .prepare import (
 )
 from .run_folder import TrainingRun
 from .training import LIGHTNING_PRECISIONS, LOGGERS, TrainRequest, default_workers, train
-from .weights import ModelFlags, TrainingInputError
+from .weights import FinetuneInputError, ModelFlags
 
 DEFAULT_SPLIT = "train=0.9,val=0.1"
 LOG_WIDTH = 160  # columns when writing to a log file rather than a terminal
@@ -295,7 +295,7 @@ def train_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     )  # fmt: skip
     try:
         return train(request)
-    except TrainingInputError as exc:
+    except FinetuneInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
@@ -310,7 +310,7 @@ def encode_command(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         parser.error(f"--output-dir {request.output_dir}: exists and is not a folder")
     try:
         return encode(request)
-    except TrainingInputError as exc:
+    except FinetuneInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

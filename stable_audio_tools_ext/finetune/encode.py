@@ -49,7 +49,7 @@ from ..run.exits import EXIT_INTERRUPTED, EXIT_OK
 from ..run.signals import GracefulStop
 from ..tree.plan import derive_seed
 from .loaders import DatasetConfigError, build_loader
-from .weights import ModelFlags, TrainingInputError, choose_model
+from .weights import FinetuneInputError, ModelFlags, choose_model
 
 LATENT_SUFFIX = ".npy"
 METADATA_SUFFIX = ".json"
@@ -175,10 +175,10 @@ def _pending(files: list[SourceFile], output_dir: Path, spec: ModelSpec, seed: i
 
 
 def _check(request: EncodeRequest) -> tuple[ModelSpec, dict[str, Any]]:
-    """The model spec and the model config, or ``TrainingInputError`` (torch-free checks first)."""
+    """The model spec and the model config, or ``FinetuneInputError`` (torch-free checks first)."""
     choice = choose_model(request.model)
     if choice.spec is None:
-        raise TrainingInputError("encode needs the VAE's trained weights: give --pretrained-name or --pretrained-ckpt-path")
+        raise FinetuneInputError("encode needs the VAE's trained weights: give --pretrained-name or --pretrained-ckpt-path")
     return choice.spec, choice.config
 
 
@@ -192,9 +192,9 @@ def encode(request: EncodeRequest) -> int:
         try:
             loader = build_loader(request.dataset_config, "--dataset-config", config, 1, 1, 1, shuffle=False)
         except DatasetConfigError as exc:
-            raise TrainingInputError(str(exc)) from None
+            raise FinetuneInputError(str(exc)) from None
         if loader.config["dataset_type"] != "audio_dir":
-            raise TrainingInputError(f"--dataset-config {request.dataset_config}: encode reads audio_dir datasets, "
+            raise FinetuneInputError(f"--dataset-config {request.dataset_config}: encode reads audio_dir datasets, "
                                      f"this one is {loader.config['dataset_type']!r}")  # fmt: skip
         dataset = loader.dataloader.dataset
         files = _source_files(dataset, loader.config)
@@ -202,7 +202,7 @@ def encode(request: EncodeRequest) -> int:
         try:
             model, _ = build_model(spec, "--pretrained-ckpt-path")
         except ModelLoadError as exc:
-            raise TrainingInputError(str(exc)) from None
+            raise FinetuneInputError(str(exc)) from None
         vae = model.pretransform.to(ctx.device).eval()
         window = int(config["sample_size"])
         if ctx.is_main:

@@ -31,7 +31,7 @@ from ..output.atomic import remove_partial_files
 from ..run.exits import EXIT_INTERRUPTED, EXIT_OK
 from ..tree.conditions import ConditionTreeError
 from .run_folder import TrainingRun
-from .weights import ModelChoice, ModelFlags, TrainingInputError, choose_model
+from .weights import FinetuneInputError, ModelChoice, ModelFlags, choose_model
 
 LIGHTNING_PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
 LOGGERS = ("none", "csv", "tensorboard", "wandb")
@@ -77,7 +77,7 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str:
 def check_run(request: TrainRequest, config: dict[str, Any]) -> tuple[int, Path] | None:
     """The checkpoint to continue from (``None``: a new run), after checking the run trains this config."""
     if not isinstance(config.get("training"), dict):
-        raise TrainingInputError(
+        raise FinetuneInputError(
             f"the model config has no 'training' section (optimizer, learning rate, EMA): stable-audio-tools' training "
             f"wrapper reads it; copy one from Stable Audio Open 1.0's {MODEL_CONFIG_NAME}"
         )
@@ -85,7 +85,7 @@ def check_run(request: TrainRequest, config: dict[str, Any]) -> tuple[int, Path]
         return None
     saved = request.run.saved_config()
     if saved is not None and saved != config:
-        raise TrainingInputError(
+        raise FinetuneInputError(
             f"{request.run.folder} trained another model config (first difference: {_first_difference(saved, config)}); "
             "give the same one to continue, --restart to start over (the old run is kept aside), or another --name"
         )
@@ -102,7 +102,7 @@ def lightning_precision(requested: str, cuda: bool, bf16: bool) -> str:
     if requested == "auto":
         return ("bf16-mixed" if bf16 else "16-mixed") if cuda else "32"
     if requested == "16-mixed" and not cuda:
-        raise TrainingInputError("--precision 16-mixed needs a GPU (Lightning has no float16 autocast on the CPU); use 32 or bf16-mixed")
+        raise FinetuneInputError("--precision 16-mixed needs a GPU (Lightning has no float16 autocast on the CPU); use 32 or bf16-mixed")
     return requested
 
 
@@ -137,12 +137,12 @@ def _device_count(devices: str, cuda: bool) -> int:
         count = int(devices)
     except ValueError:
         if devices != "auto":
-            raise TrainingInputError(f"--devices {devices!r}: expected a count, a comma list of GPU ids, or auto") from None
+            raise FinetuneInputError(f"--devices {devices!r}: expected a count, a comma list of GPU ids, or auto") from None
         count = -1
     if count < 0:
         return max(1, torch.cuda.device_count()) if cuda else 1
     if count == 0:
-        raise TrainingInputError("--devices 0: training needs at least one device")
+        raise FinetuneInputError("--devices 0: training needs at least one device")
     return count
 
 
@@ -175,7 +175,7 @@ def _build_model(choice: ModelChoice, resuming: bool) -> tuple[Any, str]:
     try:
         return build_model(choice.spec, choice.ckpt_flag)
     except ModelLoadError as exc:
-        raise TrainingInputError(str(exc)) from None
+        raise FinetuneInputError(str(exc)) from None
 
 
 def train(request: TrainRequest) -> int:
@@ -194,7 +194,7 @@ def train(request: TrainRequest) -> int:
         try:
             demo_items = plan_demos(request.demo_yaml, choice.config)
         except ConditionTreeError as exc:
-            raise TrainingInputError(f"--demo-yaml: {exc}") from None
+            raise FinetuneInputError(f"--demo-yaml: {exc}") from None
     if request.check:
         from .loaders import DatasetConfigError, read_dataset_config
 
@@ -203,7 +203,7 @@ def train(request: TrainRequest) -> int:
                 if path is not None:
                     read_dataset_config(path, flag)
         except DatasetConfigError as exc:
-            raise TrainingInputError(str(exc)) from None
+            raise FinetuneInputError(str(exc)) from None
         state = f"continues from step {start_step}" if last else "starts"
         _say(f"inputs OK: {request.run.folder} {state} ({choice.description})")
         return EXIT_OK
@@ -242,11 +242,11 @@ def _fit(request: TrainRequest, choice: ModelChoice, last: tuple[int, Path] | No
             val_loader = build_loader(request.val_dataset_config, "--val-dataset-config", config, request.batch_size,
                                       request.num_workers, ranks, shuffle=False)  # fmt: skip
     except DatasetConfigError as exc:
-        raise TrainingInputError(str(exc)) from None
+        raise FinetuneInputError(str(exc)) from None
 
     pre_encoded = train_loader.config["dataset_type"] == "pre_encoded"
     if val_loader is not None and (val_loader.config["dataset_type"] == "pre_encoded") != pre_encoded:
-        raise TrainingInputError("--dataset-config and --val-dataset-config must both be audio or both pre-encoded latents")
+        raise FinetuneInputError("--dataset-config and --val-dataset-config must both be audio or both pre-encoded latents")
     use_torch_compatible_inverse_lr()
     pl.seed_everything(request.seed)  # the same initial weights on every rank
     model, weights_read = _build_model(choice, resuming=last is not None)
@@ -305,7 +305,7 @@ def _fit(request: TrainRequest, choice: ModelChoice, last: tuple[int, Path] | No
     except torch.cuda.OutOfMemoryError as exc:
         if trainer.global_step > start_step:
             raise
-        raise TrainingInputError(
+        raise FinetuneInputError(
             f"--batch-size {request.batch_size} does not fit on this GPU at {precision} ({str(exc).splitlines()[0]}): "
             f"lower it and raise --accum-batches to keep the effective batch"
         ) from None

@@ -23,8 +23,8 @@ from ..model.spec import (
 )
 
 
-class TrainingInputError(ValueError):
-    """Input that cannot train (or encode); the message is one line naming the flag, what is wrong and what to do."""
+class FinetuneInputError(ValueError):
+    """Input ``finetune.py train`` or ``encode`` cannot use: one line naming the flag, what is wrong and what to do."""
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,11 @@ class ModelChoice:
 
 
 def choose_model(request: ModelFlags) -> ModelChoice:
-    """The config and starting weights the flags name (torch-free: only configs are read). Raises ``TrainingInputError``."""
+    """The config and starting weights the flags name (torch-free: only configs are read). Raises ``FinetuneInputError``."""
     try:
         local_config = read_model_config(request.model_config) if request.model_config else None
         if request.pretrained_name and request.pretrained_ckpt_path:
-            raise TrainingInputError("--pretrained-name and --pretrained-ckpt-path both name starting weights; give one")
+            raise FinetuneInputError("--pretrained-name and --pretrained-ckpt-path both name starting weights; give one")
         if request.pretrained_name:
             spec = read_model_spec(ModelRequest(
                 pretrained_name=request.pretrained_name, revision=request.revision,
@@ -65,14 +65,14 @@ def choose_model(request: ModelFlags) -> ModelChoice:
             source = f"{spec.source} at {spec.revision}" + (f" with --model-config {request.model_config}" if local_config else "")
             return ModelChoice(spec.config, spec, "--pretrained-ckpt-path", source)
         if request.revision:
-            raise TrainingInputError("--revision applies to --pretrained-name")
+            raise FinetuneInputError("--revision applies to --pretrained-name")
         if request.pretrained_ckpt_path:
             ckpt = request.pretrained_ckpt_path
             if not ckpt.is_file():
-                raise TrainingInputError(f"--pretrained-ckpt-path {ckpt}: file not found")
+                raise FinetuneInputError(f"--pretrained-ckpt-path {ckpt}: file not found")
             config_path = request.model_config or config_of_checkpoint(ckpt)
             if config_path is None:
-                raise TrainingInputError(
+                raise FinetuneInputError(
                     f"--pretrained-ckpt-path {ckpt} needs --model-config: no {MODEL_CONFIG_NAME} beside it or in its run folder"
                 )
             spec = read_model_spec(ModelRequest(
@@ -81,12 +81,12 @@ def choose_model(request: ModelFlags) -> ModelChoice:
             ))  # fmt: skip
             return ModelChoice(spec.config, spec, "--pretrained-ckpt-path", f"{ckpt} with {config_path}")
         if local_config is None:
-            raise TrainingInputError(
+            raise FinetuneInputError(
                 "no model: give --pretrained-name (a hub model), --pretrained-ckpt-path (a checkpoint), "
                 "or --model-config alone to train from random weights"
             )
         if request.pretransform_ckpt_path:
-            raise TrainingInputError("--pretransform-ckpt-path replaces the VAE of starting weights; give those too")
+            raise FinetuneInputError("--pretransform-ckpt-path replaces the VAE of starting weights; give those too")
         return ModelChoice(local_config, None, "", f"random weights, {request.model_config}")
     except ModelLoadError as exc:
-        raise TrainingInputError(str(exc)) from None
+        raise FinetuneInputError(str(exc)) from None
