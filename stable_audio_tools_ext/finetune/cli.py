@@ -148,6 +148,8 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--max-steps", type=positive_int, metavar="N", help="stop after this many optimizer steps, with a "
                      "checkpoint (default: train until stopped; Ctrl-C/SIGTERM saves a checkpoint first)")  # fmt: skip
     run.add_argument("--checkpoint-every", type=positive_int, default=1000, metavar="N", help="steps between checkpoints (default: %(default)s)")
+    run.add_argument("--keep-checkpoints", type=positive_int, metavar="N", help="keep only the N latest checkpoints, "
+                     "deleting older ones as new ones are written (default: keep all, as upstream)")  # fmt: skip
     run.add_argument("--val-every", type=int, default=-1, metavar="N", help="steps between validation runs (default: once per epoch)")
     run.add_argument("--restart", action="store_true", help="start the run over; its old files are moved into SAVE_DIR/NAME/restarted-<time>/")
     run.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s; each rank adds its rank, as upstream)")
@@ -291,7 +293,7 @@ def train_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         checkpoint_every=args.checkpoint_every, val_every=args.val_every, max_steps=args.max_steps,
         devices=args.devices, num_nodes=args.num_nodes, seed=args.seed, gradient_clip_val=args.gradient_clip_val,
         logger=args.logger, restart=args.restart, demo_yaml=args.demo_yaml, demo_batch_size=args.demo_batch_size,
-        check=args.check,
+        keep_checkpoints=args.keep_checkpoints or 0, check=args.check,
     )  # fmt: skip
     try:
         return train(request)

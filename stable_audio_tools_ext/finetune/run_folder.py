@@ -67,6 +67,16 @@ class TrainingRun:
         checkpoints = self.checkpoints()
         return checkpoints[-1] if checkpoints else None
 
+    def keep_latest(self, count: int) -> list[Path]:
+        """``--keep-checkpoints``: delete all but the ``count`` highest-step checkpoints; returns what was deleted.
+
+        Called after a checkpoint is complete on disk, so the newest is always among those kept.
+        """
+        older = [path for _, path in self.checkpoints()[:-count]] if count > 0 else []
+        for path in older:
+            path.unlink(missing_ok=True)
+        return older
+
     def saved_config(self) -> dict[str, Any] | None:
         """The model config the run trained, or ``None`` for a new run."""
         if not self.config_path.is_file():

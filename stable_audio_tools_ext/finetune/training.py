@@ -62,6 +62,7 @@ class TrainRequest:
     restart: bool
     demo_yaml: Path | None
     demo_batch_size: int
+    keep_checkpoints: int = 0  # 0: keep every checkpoint, as upstream
     check: bool = False  # only check the inputs (the SLURM script's first step)
 
 
@@ -259,6 +260,13 @@ def _fit(request: TrainRequest, choice: ModelChoice, last: tuple[int, Path] | No
     after_save = []
     if demo_items:
         after_save.append(CheckpointDemos(demo_items, run, config, request.demo_batch_size))
+    if request.keep_checkpoints:
+
+        def keep_latest(trainer: pl.Trainer, module: pl.LightningModule, step: int, path: Path) -> None:
+            if trainer.is_global_zero:  # the one rank that writes checkpoints
+                run.keep_latest(request.keep_checkpoints)
+
+        after_save.append(keep_latest)
     stop = GracefulStop()
     callbacks = [
         StepCheckpoints(run.checkpoints_dir, request.checkpoint_every, after_save),

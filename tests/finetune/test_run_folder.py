@@ -52,3 +52,15 @@ def test_a_checkpoint_write_that_fails_leaves_the_previous_file_and_no_temporary
         io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "broken": _Unpicklable()}, path)
     assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], torch.ones(3))
     assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_keep_latest_deletes_all_but_the_highest_steps(tmp_path) -> None:
+    run = TrainingRun(tmp_path / "run")
+    run.checkpoints_dir.mkdir(parents=True)
+    for step in (2, 10, 4, 8, 6):
+        (run.checkpoints_dir / f"epoch=0-step={step}.ckpt").write_bytes(b"x")
+    (run.checkpoints_dir / "notes.txt").write_text("not a checkpoint")
+    assert sorted(p.name for p in run.keep_latest(2)) == ["epoch=0-step=2.ckpt", "epoch=0-step=4.ckpt", "epoch=0-step=6.ckpt"]
+    assert [step for step, _ in run.checkpoints()] == [8, 10]
+    assert (run.checkpoints_dir / "notes.txt").is_file()
+    assert run.keep_latest(0) == [] and len(run.checkpoints()) == 2  # 0: keep all

@@ -206,6 +206,14 @@ def test_sigterm_saves_a_checkpoint_at_the_step_it_stops_on_and_the_run_continue
     assert more.returncode == 0 and run.last_checkpoint()[0] == step + 1, more.stderr
 
 
+def test_keep_checkpoints_keeps_the_latest_only(data, small_hub_env, tmp_path) -> None:
+    args = [*dataset_flags(data, val=False), *BASE, *SMALL, "--save-dir", tmp_path, "--name", "kept", "--max-steps", "5",
+            "--checkpoint-every", "1", "--keep-checkpoints", "2"]  # fmt: skip
+    result = train(*args, env=small_hub_env)
+    assert result.returncode == 0, result.stderr
+    assert [step for step, _ in TrainingRun(tmp_path / "kept").checkpoints()] == [4, 5]
+
+
 def run_in_process(capsys, args: list[str | Path]) -> str:
     """``finetune.py train`` in this process; it must refuse with exit code 2. Returns stderr."""
     code = cli.main(["train", *map(str, args)])
