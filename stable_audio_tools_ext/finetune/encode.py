@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from stable_audio_tools.data.dataset import is_silence
 
 from ..model.loading import build_model
 from ..model.spec import ModelLoadError, ModelSpec
@@ -184,8 +185,6 @@ def _check(request: EncodeRequest) -> tuple[ModelSpec, dict[str, Any]]:
 
 def encode(request: EncodeRequest) -> int:
     """Encode every file not yet encoded; write the pre-encoded dataset config. Exit code."""
-    from stable_audio_tools.data.dataset import is_silence
-
     spec, config = _check(request)
     ctx = init_distributed(request.device)
     try:
@@ -208,7 +207,7 @@ def encode(request: EncodeRequest) -> int:
         if ctx.is_main:
             print(f"encode: {len(files)} files, {len(files) - len(pending)} already encoded, {len(pending)} to do "
                   f"on {ctx.world_size} rank(s) -> {request.output_dir}", flush=True)  # fmt: skip
-        stopped = _encode_share(ctx, request, spec, dataset, shard(pending, ctx.world_size, ctx.rank), vae, window, is_silence)
+        stopped = _encode_share(ctx, request, spec, dataset, shard(pending, ctx.world_size, ctx.rank), vae, window)
         barrier(ctx)
         if ctx.is_main:
             records = fold_parts(request.output_dir) if request.output_dir.is_dir() else {}
@@ -223,7 +222,7 @@ def encode(request: EncodeRequest) -> int:
 
 
 def _encode_share(ctx: DistContext, request: EncodeRequest, spec: ModelSpec, dataset: Any, mine: list[SourceFile],
-                  vae: torch.nn.Module, window: int, is_silence: Any) -> bool:  # fmt: skip
+                  vae: torch.nn.Module, window: int) -> bool:  # fmt: skip
     """This rank's files: load in workers, encode, write, record. True when a stop signal ended it early."""
     sample_rate = int(dataset.sr)
     seconds_per_latent = int(vae.downsampling_ratio) / sample_rate
