@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_HF_HOME := .cache/hf-demo
 DEMO_OUT ?= demo_output
 
-.PHONY: install demo test bench bench-finetune lock clean
+.PHONY: install demo test bench bench-sweep bench-finetune lock clean
 
 install: $(STAMP)
 
@@ -38,9 +38,14 @@ lock:
 clean:
 	rm -rf $(VENV) .cache $(DEMO_OUT)
 
-# Side-by-side throughput of generate.py and the reference path; appends to docs/BENCHMARKS.md.
+# Side-by-side throughput of generate.py and the reference path, then the guidance-interval sweep; both append to docs/BENCHMARKS.md.
 bench: install
 	$(PY) bench/throughput.py
+	$(PY) -m bench.cfg_interval
+
+# guidance interval (cfg_interval) on a sweep: DiT rows and time with and without; appends to docs/BENCHMARKS.md
+bench-sweep: install
+	$(PY) -m bench.cfg_interval
 
 # fine-tuning: steps per second on an audio folder vs its pre-encoded latents (docs/BENCHMARKS.md)
 bench-finetune: install

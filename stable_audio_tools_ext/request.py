@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 LatentMode = Literal["auto", "full"]
@@ -38,6 +38,23 @@ def latent_frames_for(seconds_end: float, geometry: LatentGeometry, mode: Latent
 
 
 @dataclass(frozen=True)
+class InitAudio:
+    """Audio that a request starts from (audio-to-audio variation) instead of pure noise.
+
+    ``sha256`` of the file's bytes, not its path, is what identifies the audio (``identity``): the
+    same file moved to another folder or mount point gives the same items, an edited file new ones.
+    """
+
+    path: str  # absolute, as resolved against the YAML file's folder
+    sha256: str
+
+
+# Fields added after the first datasets were written: left out of ``identity`` while unset, so that
+# the fingerprints (and so the resume decisions) of every earlier item stay what they were.
+_LATER_OPTIONAL_FIELDS = ("init_audio", "init_noise_level", "cfg_interval")
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     """Everything that determines one generated clip: same request, same audio."""
 
@@ -52,7 +69,25 @@ class GenerationRequest:
     sigma_min: float = 0.3
     sigma_max: float = 500.0
     latent_frames: int | None = None  # None: ``latent_frames_for`` in "auto" mode, decided by the engine
+    init_audio: InitAudio | None = None
+    init_noise_level: float | None = None  # set exactly when init_audio is: the sampler starts at this sigma
+    cfg_interval: tuple[float, float] | None = None  # guidance only while the DiT's sigma is inside; None: always
 
     def batch_key(self) -> tuple[Any, ...]:
-        """Requests with equal keys can share one batch: one schedule and one latent length per batch."""
-        return (self.steps, self.cfg_scale, self.sampler_type, self.sigma_min, self.sigma_max, self.latent_frames)
+        """Requests with equal keys can share one batch: one schedule and one latent length per batch.
+
+        Init audio itself may differ within a batch (each item starts from its own latents); its noise
+        level may not, since it is where the shared schedule starts.
+        """
+        return (self.steps, self.cfg_scale, self.sampler_type, self.sigma_min, self.sigma_max, self.init_noise_level,
+                self.cfg_interval, self.latent_frames)  # fmt: skip
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the audio, as JSON-able data: the request's fingerprint is a hash of it."""
+        fields = asdict(self)
+        for name in _LATER_OPTIONAL_FIELDS:
+            if fields[name] is None:
+                del fields[name]
+        if self.init_audio is not None:
+            fields["init_audio"] = self.init_audio.sha256
+        return fields

@@ -43,6 +43,7 @@ from stable_audio_tools.data.dataset import is_silence
 
 from ..model.loading import build_model
 from ..model.spec import ModelLoadError, ModelSpec
+from ..model.vae import seeded_global_rng
 from ..output.atomic import atomic_open, atomic_write_text, remove_partial_files
 from ..output.manifest import ManifestWriter, fold_parts, load_records
 from ..run.distributed import DistContext, barrier, broadcast_from_main, init_distributed, shard, shutdown
@@ -126,10 +127,11 @@ def _encode(vae: torch.nn.Module, audio: torch.Tensor, window: int, seed: int) -
     real = math.ceil(frames / ratio)
     padded = max(window, real * ratio)
     audio = torch.nn.functional.pad(audio, (0, padded - frames))
-    torch.manual_seed(seed)  # the bottleneck's sample: per file, whatever the rank or batch
-    with torch.inference_mode():
+    device = next(vae.parameters()).device
+    # the bottleneck's sample: per file, whatever the rank or batch
+    with seeded_global_rng(seed, device), torch.inference_mode():
         chunked = padded > max(window, CHUNK_FRAMES * ratio)  # bounds the memory of long files
-        latents = vae.model.encode_audio(audio[None].to(next(vae.parameters()).device), chunked=chunked)
+        latents = vae.model.encode_audio(audio[None].to(device), chunked=chunked)
     return latents[0].float().cpu().numpy(), [1] * real + [0] * (padded // ratio - real)
 
 

@@ -11,6 +11,7 @@ from here. ``sampling.samplers`` implements every name listed (a test holds the 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -48,3 +49,18 @@ def family_of(objective: str) -> SamplerFamily:
         return FAMILIES[objective]
     except KeyError:
         raise ValueError(f"diffusion_objective {objective!r} is not supported; known: {', '.join(FAMILIES)}") from None
+
+
+# ``sample_rf``'s schedule is uniform in log-SNR from its start to this, then steps to t = 0.
+RF_SCHEDULE_END_LOGSNR = 2.0
+
+
+def lowest_start(objective: str, sigma_min: float) -> float:
+    """The noise level a schedule reaches before its last step: sampling must start above it.
+
+    A start at or below it (init audio's noise level can be anywhere) makes the schedule climb in
+    noise instead of removing it: the v schedule runs from its start to ``sigma_min``, the flow
+    schedule to log-SNR ``RF_SCHEDULE_END_LOGSNR`` (t = 0.119), then both step to 0. The tree's
+    checks (``run.leaf_checks``) and the engine both hold init noise levels to it.
+    """
+    return sigma_min if objective == "v" else 1 / (1 + math.exp(RF_SCHEDULE_END_LOGSNR))

@@ -41,7 +41,7 @@ class OutputSettings:
 
 def fingerprint(item: WorkItem, settings: OutputSettings) -> str:
     """A short hash of every parameter that determines the item's file."""
-    payload = {"request": dataclasses.asdict(item.request), "output": dataclasses.asdict(settings)}
+    payload = {"request": item.request.identity(), "output": dataclasses.asdict(settings)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 

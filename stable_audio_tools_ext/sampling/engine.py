@@ -4,7 +4,9 @@ It wraps stable-audio-tools' pieces - the model's conditioner, its conditioning-
 DiT with batched classifier-free guidance, and the VAE decode - and adds what upstream's
 ``generate_diffusion_cond`` lacks: every item is seeded on its own (see ``samplers``), so the audio
 of a request depends only on the request, never on the batch it happens to share; latents are only
-as long as the request needs; and repeated prompts are encoded once.
+as long as the request needs; and repeated prompts are encoded once. Init audio (each item its own
+file, encoded per item: ``init_audio``) and the DiT's guidance interval (``cfg_interval``) are
+upstream's options, passed through per batch.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from typing import Any
 
 import torch
 
+from ..model.families import lowest_start
 from ..model.loading import LoadedModel
 from ..request import GenerationRequest, latent_frames_for
 from .chunking import DECODE_OVERLAP_PER_SIDE
+from .init_audio import init_latents
 from .samplers import ItemNoise, sample_latents
 
 
@@ -99,22 +103,42 @@ def generate_latents(loaded: LoadedModel, requests: Sequence[GenerationRequest])
     frames = {resolved_latent_frames(loaded, r) for r in requests}
     keys = {r.batch_key()[:-1] for r in requests}
     if len(keys) > 1 or len(frames) > 1:
-        raise ValueError(f"requests in one batch must share steps/cfg/sampler/sigmas and latent length, got {sorted(keys)}, {sorted(frames)}")
-    first = requests[0]
+        raise ValueError(f"requests in one batch must share steps/cfg/sampler/sigmas and latent length (their batch_key), "
+                         f"got {sorted(keys, key=repr)}, {sorted(frames)}")  # repr: None and numbers do not compare
+    if any((r.init_audio is None) != (r.init_noise_level is None) for r in requests):
+        raise ValueError("init_audio and init_noise_level must be set together")
+    first, frame_count = requests[0], frames.pop()
     model = loaded.model
+    start = _schedule_start(model.diffusion_objective, first)  # before any init file is read
+    init = init_latents(loaded, requests, frame_count)
     extra_args = {
         **_conditioning_inputs(loaded, requests),
         "cfg_scale": first.cfg_scale,
         "batch_cfg": True,
         "rescale_cfg": True,
     }
+    if first.cfg_interval is not None:  # else the DiT's own default (0, 1): guidance at every step
+        extra_args["cfg_interval"] = first.cfg_interval
     return sample_latents(
         model,
         ItemNoise([r.seed for r in requests], loaded.device),
-        (model.io_channels, frames.pop()),
+        (model.io_channels, frame_count),
         sampler_type=first.sampler_type,
         steps=first.steps,
         sigma_min=first.sigma_min,
-        sigma_max=first.sigma_max,
+        sigma_max=start,
         extra_args=extra_args,
+        init=init,
     )
+
+
+def _schedule_start(objective: str, request: GenerationRequest) -> float:
+    """The noise level sampling starts at: ``sigma_max``, or with init audio its noise level (as upstream does)."""
+    level = request.init_noise_level
+    if level is None:
+        return request.sigma_max
+    floor = lowest_start(objective, request.sigma_min)
+    if level <= floor:
+        what = f"sigma_min {request.sigma_min}" if objective == "v" else f"{floor:.4f}, where the flow schedule ends"
+        raise ValueError(f"init_noise_level {level} must be above {what}: below it the schedule would add noise")
+    return level

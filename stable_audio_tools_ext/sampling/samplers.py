@@ -21,7 +21,7 @@ import k_diffusion as K
 import torch
 from stable_audio_tools.inference.sampling import sample_rf
 
-from ..model.families import family_of
+from ..model.families import RF_SCHEDULE_END_LOGSNR, family_of
 
 
 class ItemNoise:
@@ -76,11 +76,14 @@ def sample_latents(
     sigma_min: float,
     sigma_max: float,
     extra_args: dict[str, Any],
+    init: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Denoise fresh per-item noise of ``(len(seeds), *shape)`` with the model's family of samplers.
 
     ``model`` is stable-audio-tools' ``ConditionedDiffusionModelWrapper``; ``extra_args`` are the
-    DiT's conditioning inputs and CFG settings.
+    DiT's conditioning inputs and CFG settings. ``init``: float32 latents of that shape to start from
+    instead of pure noise (audio-to-audio), noised to ``sigma_max`` as upstream's ``sample_k`` and
+    ``sample_rf`` do with ``init_data``; the caller then passes the init noise level as ``sigma_max``.
     """
     objective = model.diffusion_objective
     if sampler_type not in family_of(objective).samplers:
@@ -90,11 +93,14 @@ def sample_latents(
         )
     x = noise.draw(shape)
     if objective == "v":
-        return _sample_v(model.model, x, noise, sampler_type, steps, sigma_min, sigma_max, extra_args)
+        return _sample_v(model.model, x, noise, sampler_type, steps, sigma_min, sigma_max, extra_args, init)
     if sampler_type == "pingpong":
+        if init is not None:  # as sample_rf starts from init_data
+            level = min(sigma_max, 1.0)
+            x = init * (1 - level) + x * level
         return _sample_pingpong(model.model, x, noise, _rf_schedule(steps, sigma_max, x.device), extra_args)
     return sample_rf(
-        model.model, x, steps=steps, sampler_type=sampler_type, sigma_max=sigma_max, device=x.device,
+        model.model, x, init_data=init, steps=steps, sampler_type=sampler_type, sigma_max=sigma_max, device=x.device,
         dist_shift=model.dist_shift, disable_tqdm=True, **extra_args,
     )  # fmt: skip
 
@@ -108,14 +114,16 @@ def _sample_v(
     sigma_min: float,
     sigma_max: float,
     extra_args: dict[str, Any],
+    init: torch.Tensor | None,
 ) -> torch.Tensor:
-    """k-diffusion solvers on the v-objective DiT, called as ``sample_k`` calls them."""
+    """k-diffusion solvers on the v-objective DiT, called as ``sample_k`` calls them (``init``: its ``init_data``)."""
     solver = _K_SOLVERS[sampler_type]
     denoiser = K.external.VDenoiser(model_fn)
     if sampler_type == "k-dpm-fast":
-        return solver.function(denoiser, x * sigma_max, sigma_min, sigma_max, steps, extra_args=extra_args, disable=True)
+        start = _v_start(x, sigma_max, init)
+        return solver.function(denoiser, start, sigma_min, sigma_max, steps, extra_args=extra_args, disable=True)
     sigmas = K.sampling.get_sigmas_polyexponential(steps, sigma_min, sigma_max, rho=1.0, device=x.device)
-    x = x * sigmas[0]
+    x = _v_start(x, sigmas[0], init)
     kwargs: dict[str, Any] = {"extra_args": extra_args, "disable": True}
     if solver.stochastic:
         # Fresh standard-normal noise per step, drawn per item. k-diffusion's SDE solvers default to
@@ -127,6 +135,11 @@ def _sample_v(
     return solver.function(denoiser, x, sigmas, **kwargs)
 
 
+def _v_start(noise: torch.Tensor, sigma: float | torch.Tensor, init: torch.Tensor | None) -> torch.Tensor:
+    """The first state of a k-diffusion solver: unit noise scaled to ``sigma``, added to ``init`` when there is one."""
+    return noise * sigma if init is None else init + noise * sigma
+
+
 def _rf_schedule(steps: int, sigma_max: float, device: torch.device) -> torch.Tensor:
     """The noise levels ``sample_rf`` uses: uniform in log-SNR from ``sigma_max`` down to 0.
 
@@ -134,7 +147,7 @@ def _rf_schedule(steps: int, sigma_max: float, device: torch.device) -> torch.Te
     """
     sigma_max = min(sigma_max, 1.0)
     logsnr_max = math.log((1 - sigma_max) / sigma_max + 1e-6) if sigma_max < 1 else -6.0
-    t = torch.sigmoid(-torch.linspace(logsnr_max, 2, steps + 1))
+    t = torch.sigmoid(-torch.linspace(logsnr_max, RF_SCHEDULE_END_LOGSNR, steps + 1))
     t[0], t[-1] = sigma_max, 0.0
     return t.to(device)
 
