@@ -53,3 +53,14 @@ def alias_bomb(levels: int = 10, width: int = 10) -> str:
     for level in range(1, levels + 1):
         lines.append(f"x-l{level}: &l{level} {{" + ", ".join(f"a{i}: *l{level - 1}" for i in range(width)) + "}")
     return "\n".join(lines) + f"\ntop: *l{levels}\n"
+
+# The sweep of issue 16: 3 genres x 2 tempos x 2 CFG scales = 12 leaves under drums/loops, plus a plain leaf.
+SWEEP_TREE = """\
+drums:
+  loops:
+    _sweep: {genre: [techno, hip hop, jazz], bpm: [90, 120], cfg_scale: [3, 7]}
+    _name: "{genre}-{bpm}-cfg{cfg_scale}"
+    prompt: "{bpm} BPM {genre} drum loop"
+    seconds_total: 10
+  kick: {prompt: a kick drum, seconds_total: 1}
+"""

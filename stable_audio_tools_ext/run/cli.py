@@ -27,10 +27,11 @@ from ..model.options import add_model_arguments, model_spec_from_args  # noqa: E
 from ..model.spec import ModelLoadError, ModelSpec  # noqa: E402
 from ..output.audio_io import FORMATS  # noqa: E402
 from ..sampling.chunking import DECODE_OVERLAP_PER_SIDE, MIN_DECODE_CHUNK, decode_chunk_frames  # noqa: E402
-from ..tree.conditions import Condition, ConditionTreeError, Problem, warnings_report  # noqa: E402
+from ..tree.conditions import ConditionTreeError, Problem, warnings_report  # noqa: E402
 from ..tree.plan import DEFAULT_MAX_ITEMS, SamplingDefaults, WorkItem, balanced_order, build_plan, plan_warnings  # noqa: E402
 from ..tree.reader import read_condition_file  # noqa: E402
 from .exits import EXIT_OK, ConciseArgumentParser, launched_as, print_problems, where  # noqa: E402
+from .leaf_checks import init_audio_problems, model_problems  # noqa: E402
 from .outputs import current_state, seconds_of  # noqa: E402
 
 LOG_WIDTH = 160  # columns when writing to a log file (SLURM, CI) rather than a terminal
@@ -192,17 +193,6 @@ def _flag_problems(args: argparse.Namespace) -> list[str]:
     return errors
 
 
-def _family_problems(leaves: list[Condition], spec: ModelSpec) -> list[Problem]:
-    """Leaves whose sampler the model cannot use (the tree is first read knowing every sampler name)."""
-    family = spec.family
-    return [
-        Problem(f"{leaf.name}/sampler_type", f"sampler {leaf.sampler_type!r} does not work with this model "
-                f"({spec.objective}); use one of {', '.join(family.samplers)}", leaf.line)
-        for leaf in leaves
-        if leaf.sampler_type is not None and leaf.sampler_type not in family.samplers
-    ]  # fmt: skip
-
-
 def _check_inputs(args: argparse.Namespace) -> tuple[list[WorkItem], ModelSpec] | int:
     """Validate the flags, the tree, the model config and the plan, reporting every problem found.
 
@@ -219,7 +209,7 @@ def _check_inputs(args: argparse.Namespace) -> tuple[list[WorkItem], ModelSpec] 
     except ModelLoadError as exc:
         return _report(args, [], errors + [str(exc)] + dataset_argument_problems(args))
     errors += _apply_model_defaults(args, spec)
-    problems = _family_problems(leaves, spec)
+    problems = model_problems(leaves, spec, args.sigma_min) + init_audio_problems(leaves)
     items: list[WorkItem] = []
     if not errors and not problems:
         defaults = SamplingDefaults(

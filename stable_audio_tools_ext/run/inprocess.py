@@ -21,6 +21,7 @@ from ..tree.conditions import ConditionTreeError, warnings_report
 from ..tree.plan import SamplingDefaults, WorkItem, build_plan, plan_warnings
 from ..tree.reader import read_condition_file
 from .job import run_rank
+from .leaf_checks import init_audio_problems, model_problems
 from .progress import RankProgress, remove_progress
 from .signals import GracefulStop
 
@@ -38,16 +39,22 @@ def sampling_defaults(spec: ModelSpec) -> SamplingDefaults:
 
 
 def plan_tree(
-    tree_file: Path, spec: ModelSpec, defaults: SamplingDefaults, max_items: int, source: str = DEFAULT_SOURCE
+    tree_file: Path,
+    spec: ModelSpec,
+    defaults: SamplingDefaults,
+    max_items: int,
+    source: str = DEFAULT_SOURCE,
+    read_init_audio: bool = True,
 ) -> tuple[list[WorkItem], str]:
     """Validate and plan a tree exactly as ``generate.py`` does: its items and its warnings as text.
 
     Problems of the leaves and of the plan (window, item limit, name collisions) are gathered
     together, as the CLI does, so the user sees all of them at once (``ConditionTreeError``). The
     warnings (``warning: tree.yaml:3: a/b: ...`` lines, empty if none) are the ones ``generate.py``
-    prints before a run that goes ahead anyway.
+    prints before a run that goes ahead anyway. ``read_init_audio``: see ``read_condition_file``.
     """
-    leaves, problems = read_condition_file(tree_file, spec.family.samplers, max_items=max_items)
+    leaves, problems = read_condition_file(tree_file, spec.family.samplers, max_items, read_init_audio)
+    problems += model_problems(leaves, spec, defaults.sigma_min) + init_audio_problems(leaves)
     try:
         items = build_plan(leaves, defaults, spec.window_seconds, AUDIO_FORMAT, source, max_items, spec.geometry)
     except ConditionTreeError as exc:

@@ -30,6 +30,7 @@ def _record(item: WorkItem, settings: OutputSettings, loaded: LoadedModel, **fie
         "path": item.relpath,
         "leaf": item.leaf,
         "k": item.k,
+        "vars": item.vars,
         **dataclasses.asdict(item.request),
         "model": settings.model,
         "model_revision": settings.model_revision,

@@ -16,6 +16,7 @@ from ..tree.plan import WorkItem, item_cost
 from .distributed import shard
 
 TREE_PREVIEW_FILES = 40
+SWEEP_PREVIEW_NAMES = 3
 
 
 def output_tree(output_dir: Path, items: Sequence[WorkItem], max_files: int = TREE_PREVIEW_FILES) -> Tree:
@@ -31,6 +32,29 @@ def output_tree(output_dir: Path, items: Sequence[WorkItem], max_files: int = TR
     if len(items) > max_files:
         root.add(f"[dim]... and {len(items) - max_files} more files")
     return root
+
+
+def sweep_table(items: Sequence[WorkItem], max_names: int = SWEEP_PREVIEW_NAMES) -> Table | None:
+    """One row per swept leaf: its variables, how many leaves and items it made, its first leaf names.
+
+    The leaves of one sweep are the children of the leaf that had the ``_sweep`` (their parent path).
+    """
+    sweeps: dict[str, dict[str, list[WorkItem]]] = {}
+    for item in items:
+        if item.vars:
+            parent, name = item.leaf.rsplit("/", 1)
+            sweeps.setdefault(parent, {}).setdefault(name, []).append(item)
+    if not sweeps:
+        return None
+    table = Table()
+    for column in ("swept leaf", "variables", "leaves", "items", "first leaves"):
+        table.add_column(column, justify="right" if column in ("leaves", "items") else "left")
+    for parent, leaves in sweeps.items():
+        first = next(iter(leaves.values()))[0]
+        names = list(leaves)
+        shown = ", ".join(names[:max_names]) + (f", ... (+{len(names) - max_names})" if len(names) > max_names else "")
+        table.add_row(parent, " x ".join(first.vars), str(len(leaves)), str(sum(map(len, leaves.values()))), shown)
+    return table
 
 
 def start_table(rows: Sequence[tuple[str, str]]) -> Table:
@@ -96,8 +120,10 @@ def dry_run_plan(
         f"[bold]dry run:[/] {len(items)} items; {state.summary()}; "
         f"{len(state.pending)} to generate = {todo_seconds:.1f} s of audio. Nothing was loaded or written."
     )
+    sweeps = sweep_table(items)
+    sweep_section = [Text("Sweeps (leaves expanded from _sweep/_zip)", style="bold"), sweeps] if sweeps else []
     return Group(
-        Text("Items per top-level branch", style="bold"), branches,
+        Text("Items per top-level branch", style="bold"), branches, *sweep_section,
         Text(f"Items to generate per rank (world size {world_size}; cost imbalance {imbalance(costs):.1%})", style="bold"), ranks,
         output_tree(output_dir, items), Text.from_markup(summary),
     )  # fmt: skip

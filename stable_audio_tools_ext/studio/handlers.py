@@ -189,7 +189,9 @@ class StudioHandlers:
         if len((text or "").encode("utf-8")) > self.settings.max_upload_bytes:
             raise ValueError(f"the tree is larger than the limit of {self.settings.max_upload_bytes:,} bytes")
         run_dir = new_run_dir(self.tmp_dir, "batch")
-        items, warnings = plan_tree(write_tree(text or "", run_dir, self.tmp_dir), self.spec, sampling, self.settings.max_batch_items)
+        tree_file = write_tree(text or "", run_dir, self.tmp_dir)
+        # A tree sent to the server must not make it open server files (init_audio): it could name any path.
+        items, warnings = plan_tree(tree_file, self.spec, sampling, self.settings.max_batch_items, read_init_audio=False)
         return run_dir, items, warnings
 
     def _command_line(self, sampling: SamplingDefaults) -> str:

@@ -5,7 +5,10 @@ The types the rest of the package uses; ``reader`` builds them from YAML text.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..request import InitAudio
 
 DEFAULTS_KEY = "_defaults"  # the reserved key whose fields every leaf below it inherits
 EXTENSION_PREFIX = "x-"  # top-level keys starting with this are not read: a home for YAML anchors
@@ -67,7 +70,12 @@ class Condition:
     cfg_scale: float | None = None
     sampler_type: str | None = None
     n_samples: int | None = None
+    init_audio: InitAudio | None = None
+    init_noise_level: float | None = None
+    cfg_interval: tuple[float, float] | None = None
     line: int | None = None
+    # The sweep values that made this leaf (``_sweep``/``_zip``, as written in the YAML); empty otherwise.
+    vars: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

@@ -22,7 +22,11 @@ LEAF_FIELDS = (
     "cfg_scale",
     "sampler_type",
     "n_samples",
+    "init_audio",
+    "init_noise_level",
+    "cfg_interval",
 )
+LIST_FIELDS = ("cfg_interval",)  # the fields whose value is a YAML list (of scalars) rather than one scalar
 
 Check = Callable[[Any], tuple[Any, "str | None"]]
 
@@ -68,6 +72,19 @@ def _check_any_number(value: Any) -> tuple[Any, str | None]:
     return float(value), None
 
 
+def _check_interval(value: Any) -> tuple[Any, str | None]:
+    """``[lo, hi]`` with 0 <= lo <= hi <= 1: the range of the DiT's sigma (v and rectified flow alike)."""
+    if value is None:
+        return None, None
+    expected = "expected [lo, hi] with 0 <= lo <= hi <= 1 (the noise levels at which guidance applies)"
+    if not isinstance(value, list) or len(value) != 2 or not all(_is_number(v) and math.isfinite(v) for v in value):
+        return None, f"{expected}, got {value!r}"
+    low, high = (float(v) for v in value)
+    if not 0 <= low <= high <= 1:
+        return None, f"{expected}, got {value!r}"
+    return (low, high), None
+
+
 def sampler_check(known_samplers: Collection[str]) -> Check:
     """The check for ``sampler_type``: the known names depend on the model (its sampler family)."""
     known = sorted(known_samplers)
@@ -96,6 +113,9 @@ def field_checks(known_samplers: Collection[str]) -> dict[str, Check]:
         "cfg_scale": _check_any_number,
         "sampler_type": sampler_check(known_samplers),
         "n_samples": lambda v: _check_int(v, minimum=1),
+        "init_audio": lambda v: _check_text(v, required=False),  # a path: the reader resolves and reads it
+        "init_noise_level": lambda v: _check_number(v, minimum=0.0, strict=True),
+        "cfg_interval": _check_interval,
     }
 
 

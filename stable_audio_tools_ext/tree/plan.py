@@ -10,7 +10,8 @@ import hashlib
 import heapq
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from ..request import GenerationRequest, LatentGeometry, LatentMode, latent_frames_for
 from .conditions import Condition, ConditionTreeError, Problem
@@ -18,6 +19,8 @@ from .conditions import Condition, ConditionTreeError, Problem
 # Seeds derived from (base seed, leaf, k) lie in [0, 2**32): the range upstream's random seeds use.
 DERIVED_SEED_RANGE = 2**32
 DEFAULT_MAX_ITEMS = 1_000_000
+# The noise level an init_audio leaf starts from when it sets none: upstream generate_diffusion_cond's default.
+DEFAULT_INIT_NOISE_LEVEL = 1.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class WorkItem:
     relpath: str  # output path relative to the output dir, POSIX separators
     request: GenerationRequest
     line: int | None = None  # the leaf's line in the YAML file, for messages about it
+    vars: dict[str, Any] = field(default_factory=dict)  # the sweep values that made the leaf (manifest ``vars``)
 
 
 def derive_seed(base_seed: int, leaf: str, k: int) -> int:
@@ -124,11 +128,33 @@ def build_plan(
                 sigma_min=defaults.sigma_min,
                 sigma_max=defaults.sigma_max,
                 latent_frames=latent_frames_for(start + seconds_total, geometry, latent_mode) if geometry else None,
+                init_audio=leaf.init_audio,
+                init_noise_level=(leaf.init_noise_level or DEFAULT_INIT_NOISE_LEVEL) if leaf.init_audio else None,
+                cfg_interval=leaf.cfg_interval,
             )
-            items.append(WorkItem(leaf=leaf.name, k=k, relpath=relpath, request=request, line=leaf.line))
+            items.append(WorkItem(leaf=leaf.name, k=k, relpath=relpath, request=request, line=leaf.line, vars=leaf.vars))
     if problems:
-        raise ConditionTreeError(problems, source)
+        raise ConditionTreeError(_one_per_sweep(problems, leaves), source)
     return items
+
+
+def _one_per_sweep(problems: list[Problem], leaves: Sequence[Condition]) -> list[Problem]:
+    """A problem that every leaf of one sweep shares (same line, same words) once, with a count.
+
+    A 500-leaf sweep whose ``seconds_total`` is too long would otherwise fill the screen with one
+    line per combination; the first leaf's path is kept, so the user still knows where to look.
+    """
+    swept_lines = {leaf.line for leaf in leaves if leaf.vars}
+    grouped: dict[tuple, list[Problem]] = {}
+    for problem in problems:
+        key = (problem.line, problem.message) if problem.line in swept_lines else (id(problem),)
+        grouped.setdefault(key, []).append(problem)
+    collapsed = []
+    for group in grouped.values():
+        first, others = group[0], len(group) - 1
+        suffix = f" (and so are the {others} other leaves of this sweep)" if others else ""
+        collapsed.append(Problem(first.yaml_path, first.message + suffix, first.line))
+    return collapsed
 
 
 def plan_warnings(items: Iterable[WorkItem]) -> list[Problem]:

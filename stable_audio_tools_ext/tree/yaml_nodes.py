@@ -152,3 +152,13 @@ class YamlNodes:
             message = getattr(exc, "problem", None) or str(exc)
             self.report(path, f"cannot read value: {message} (only plain YAML is allowed)", node)
             return None
+
+    def scalars(self, node: yaml.SequenceNode, path: str) -> list[Any] | None:
+        """A flat list's values (``cfg_interval: [0, 0.5]``); ``None``, reported, if an item is not a scalar."""
+        values = []
+        for index, item in enumerate(node.value):
+            if not isinstance(item, yaml.ScalarNode) or not is_safe(item):
+                self.report(f"{path}[{index}]", f"expected a single value, got {kind_of(item)}", item)
+                return None
+            values.append(self.scalar(item, f"{path}[{index}]"))
+        return values

@@ -110,7 +110,7 @@ class Page(HTMLParser):
 def test_report_has_every_section_with_real_plots_and_players(report) -> None:
     text = report.read_text(encoding="utf-8")
     page = Page(text)
-    assert page.sections == ["summary", "branches", "histograms", "flagged", "samples"]
+    assert page.sections == ["summary", "branches", "variables", "histograms", "flagged", "samples"]
     histograms = [img for img in page.images if img["alt"].endswith("histogram")]
     assert [img["alt"] for img in histograms] == ["duration histogram", "loudness histogram", "peak histogram"]
     spectrograms = [img for img in page.images if img["alt"].startswith("spectrogram of ")]

@@ -20,9 +20,11 @@ from stable_audio_tools_ext.model.loading import load_model
 from stable_audio_tools_ext.model.spec import ModelLoadError, ModelRequest, read_model_spec
 from stable_audio_tools_ext.model.tiny import DEMO_REPO_ID, SMALL_REPO_ID, build_tiny_hub_cache, offline_hub_env
 from stable_audio_tools_ext.output.manifest import load_records
-from stable_audio_tools_ext.request import GenerationRequest
+from stable_audio_tools_ext.request import GenerationRequest, InitAudio
 from stable_audio_tools_ext.run import cli, exits
+from stable_audio_tools_ext.run.leaf_checks import model_problems
 from stable_audio_tools_ext.sampling.engine import generate_audio
+from stable_audio_tools_ext.tree.conditions import Condition
 from tests.conftest import CACHE, REPO_ROOT, SMALL_WINDOW_SAMPLES
 from tests.support import GENERATE, audio_files, write
 
@@ -216,3 +218,17 @@ def test_bf16_on_cpu_runs_and_gives_finite_float32_audio(small_hub, tmp_path) ->
     for path in audio_files(out).values():
         data, _ = sf.read(path, dtype="float32")
         assert np.isfinite(data).all() and np.abs(data).max() > 0
+
+
+def test_init_noise_levels_are_checked_against_the_models_family(sao_small_model, small_model) -> None:
+    init = InitAudio("/data/groove.wav", "0" * 64)
+    leaves = [Condition(("a",), "x", init_audio=init, line=1), Condition(("b",), "x", init_audio=init, init_noise_level=2.0, line=2),
+              Condition(("c",), "x", init_audio=init, init_noise_level=0.4, line=3)]  # fmt: skip
+    flow = [(p.yaml_path, p.message.split(":")[0]) for p in model_problems(leaves, sao_small_model.spec, 0.0)]
+    assert flow == [("a/init_noise_level", "set init_noise_level in (0, 1)"),
+                    ("b/init_noise_level", "expected a level above 0.1192 (where the flow schedule ends) and at most 1 "
+                     "for this model (rf_denoiser), got 2")]  # fmt: skip
+    assert model_problems(leaves, small_model.spec, 0.3) == []  # v models: the default 1.0 and 2.0 are both fine
+    low = [Condition(("d",), "x", init_audio=init, init_noise_level=0.3, line=4)]
+    assert [p.message for p in model_problems(low, small_model.spec, 0.3)] == [
+        "expected a level above sigma_min 0.3 and at most 500 for this model (v), got 0.3"]

@@ -565,6 +565,15 @@ def test_batch_tab_status_shows_the_trees_warnings(client) -> None:
     assert status.startswith("valid: 1 items") and "warning" not in status
 
 
+def test_batch_tab_accepts_sweep_trees_and_reads_no_server_files(client) -> None:
+    sweep = "loops:\n  _sweep: {genre: [techno, jazz], bpm: [90, 120]}\n  prompt: '{bpm} BPM {genre}'\n  seconds_total: 1\n"
+    status, preview = client.predict(sweep, 8, 7.0, "dpmpp-3m-sde", 1, 0, api_name="/validate_batch")
+    assert status.startswith("valid: 4 items") and "loops/\n" in preview and "jazz-120_item-1.wav" in preview
+    status, _ = client.predict("a: {prompt: x, init_audio: /etc/hostname}\n", 8, 7.0, "dpmpp-3m-sde", 1, 0,
+                               api_name="/validate_batch")  # fmt: skip
+    assert "a/init_audio: init audio files are not read here" in status
+
+
 @pytest.mark.slow
 def test_batch_tab_validates_generates_and_zips(client) -> None:
     too_many = "a: {prompt: x, seconds_total: 1, n_samples: 7}\n"
