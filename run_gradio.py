@@ -3,6 +3,8 @@
 
     python run_gradio.py --pretrained-name stabilityai/stable-audio-open-1.0
     # then open http://127.0.0.1:7860 (on a cluster node: ssh -L 7860:127.0.0.1:7860 NODE)
+    torchrun --nproc_per_node gpu --master_port 29501 run_gradio.py --pretrained-name ...
+    # every GPU of the node: rank 0 serves the page, each request is split over all ranks
 
 Argument parsing and wiring only; the app lives in ``stable_audio_tools_ext.studio.app``.
 """
@@ -24,27 +26,15 @@ hide_library_warnings()  # before the imports below, which import the libraries 
 from stable_audio_tools_ext.model.loading import load_model  # noqa: E402
 from stable_audio_tools_ext.model.options import add_model_arguments, model_spec_from_args  # noqa: E402
 from stable_audio_tools_ext.model.spec import ModelLoadError  # noqa: E402
-from stable_audio_tools_ext.run.distributed import init_distributed  # noqa: E402
+from stable_audio_tools_ext.run.argtypes import positive_float, positive_int  # noqa: E402
+from stable_audio_tools_ext.run.distributed import DistContext, broadcast_from_main, init_distributed, shutdown  # noqa: E402
 from stable_audio_tools_ext.run.exits import ConciseArgumentParser  # noqa: E402
 from stable_audio_tools_ext.studio.app import build_app  # noqa: E402
 from stable_audio_tools_ext.studio.files import clean_tmp_dir, prepare_tmp_dir  # noqa: E402
+from stable_audio_tools_ext.studio.ranks import LocalRunner, RankPool, serve_requests  # noqa: E402
 from stable_audio_tools_ext.studio.settings import StudioSettings, launch_options, read_auth_file  # noqa: E402
 
 EXIT_USAGE = 2
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,14 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="where generated files go, the only folder the app serves files from: a directory of yours with mode 700, made so when missing (default: %(default)s)",
     )
     files.add_argument(
-        "--tmp-max-age-hours", type=_positive_float, default=24.0,
+        "--tmp-max-age-hours", type=positive_float, default=24.0,
         help="at start, delete files in --tmp-dir older than this (default: %(default)s)",
     )  # fmt: skip
     for flag, kind, default, meaning in (
-        ("--max-variations", _positive_int, 8, "most variations per generation"),
-        ("--max-batch-items", _positive_int, 64, "refuse batch trees with more items"),
-        ("--batch-size", _positive_int, 4, "items per forward pass in the batch tab"),
-        ("--max-upload-mb", _positive_float, 1.0, "largest upload (or pasted tree) accepted"),
+        ("--max-variations", positive_int, 8, "most variations per generation"),
+        ("--max-batch-items", positive_int, 64, "refuse batch trees with more items"),
+        ("--batch-size", positive_int, 4, "items per forward pass in the batch tab"),
+        ("--max-upload-mb", positive_float, 1.0, "largest upload (or pasted tree) accepted"),
     ):
         files.add_argument(flag, type=kind, default=default, help=f"{meaning} (default: %(default)s)")
     return parser
@@ -100,12 +90,44 @@ def _is_loopback(host: str) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    ctx = init_distributed(args.device)
     try:
-        auth = _auth(args)
-        tmp_dir = prepare_tmp_dir(args.tmp_dir)
-        removed = clean_tmp_dir(tmp_dir, args.tmp_max_age_hours * 3600)
+        return _serve(args, ctx) if ctx.is_main else _work(args, ctx)
+    finally:
+        shutdown(ctx)
+
+
+def _check(args: argparse.Namespace) -> tuple[list[tuple[str, str]] | None, Path, int]:
+    """Rank 0's checks of the flags and the tmp dir: (auth, tmp dir, files removed); ``ValueError``/``OSError``."""
+    auth = _auth(args)
+    tmp_dir = prepare_tmp_dir(args.tmp_dir)
+    return auth, tmp_dir, clean_tmp_dir(tmp_dir, args.tmp_max_age_hours * 3600)
+
+
+def _work(args: argparse.Namespace, ctx: DistContext) -> int:
+    """Ranks other than 0 (under torchrun): load the model on this rank's device and serve rank 0's requests."""
+    if not broadcast_from_main(ctx, None):  # rank 0's verdict on the flags: it prints the error itself
+        return EXIT_USAGE
+    try:
+        loaded = load_model(model_spec_from_args(args), ctx.device, args.precision)
+    except (ValueError, OSError, ModelLoadError) as exc:
+        print(f"error: rank {ctx.rank}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    serve_requests(ctx, loaded)
+    return 0
+
+
+def _serve(args: argparse.Namespace, ctx: DistContext) -> int:
+    try:
+        auth, tmp_dir, removed = _check(args)
         spec = model_spec_from_args(args)
-        loaded = load_model(spec, init_distributed(args.device).device, args.precision)
+    except (ValueError, OSError, ModelLoadError) as exc:
+        broadcast_from_main(ctx, False)
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    broadcast_from_main(ctx, True)
+    try:
+        loaded = load_model(spec, ctx.device, args.precision)
     except (ValueError, OSError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -118,12 +140,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_batch_items=args.max_batch_items, batch_size=args.batch_size,
         max_upload_bytes=int(args.max_upload_mb * 1_000_000),
     )  # fmt: skip
-    app = build_app(loaded, settings)
-    _, local_url, _ = app.queue().launch(**launch_options(settings, args.host, args.port, args.share, auth))
-    print(f"* Running on local URL:  {local_url}", flush=True)  # Gradio prints the public one itself
-    if not args.share:
-        print("* To create a public link, add --share (with --auth-file: anyone with the link can use the studio)", flush=True)
-    app.block_thread()
+    runner = RankPool(ctx, loaded) if ctx.world_size > 1 else LocalRunner(loaded)
+    app = build_app(loaded, settings, runner)
+    try:
+        _, local_url, _ = app.queue().launch(**launch_options(settings, args.host, args.port, args.share, auth))
+        ranks = f" ({ctx.world_size} ranks generate)" if ctx.world_size > 1 else ""
+        print(f"* Running on local URL:  {local_url}{ranks}", flush=True)  # Gradio prints the public one itself
+        if not args.share:
+            print("* To create a public link, add --share (with --auth-file: anyone with the link can use the studio)",
+                  flush=True)  # fmt: skip
+        app.block_thread()  # until Ctrl-C, which it turns into closing the server
+    finally:
+        if isinstance(runner, RankPool):
+            runner.close()
     return 0
 
 

@@ -18,8 +18,9 @@ from ..model.spec import ModelSpec
 from ..output.manifest import ManifestWriter, Record, fold_parts
 from ..output.resume import OutputSettings
 from ..tree.conditions import ConditionTreeError, warnings_report
-from ..tree.plan import SamplingDefaults, WorkItem, build_plan, plan_warnings
+from ..tree.plan import SamplingDefaults, WorkItem, balanced_order, build_plan, plan_warnings
 from ..tree.reader import read_condition_file
+from .distributed import shard
 from .job import run_rank
 from .leaf_checks import init_audio_problems, model_problems
 from .progress import RankProgress, remove_progress
@@ -85,6 +86,30 @@ class _CallbackProgress(RankProgress):
         self._on_advance(self.done, self.total)
 
 
+def generate_share(
+    loaded: LoadedModel,
+    items: Sequence[WorkItem],
+    output_dir: Path,
+    batch_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+    progress: RankProgress | None = None,
+) -> None:
+    """Generate and write rank ``rank``'s share of ``items``, dealt out exactly as ``generate.py`` deals them.
+
+    Every rank computes the same cost-balanced order and takes its ``shard``, so a request split over
+    the studio's ranks writes the same files, with the same seeds, as ``generate.py`` under torchrun.
+    Records go to this rank's manifest part; folding them is the caller's (rank 0's) job.
+    """
+    mine = shard(balanced_order(items, world_size, loaded.spec.geometry.window_frames), world_size, rank)
+    progress = progress if progress is not None else RankProgress(output_dir, rank, len(mine))
+    manifest = ManifestWriter(output_dir, rank=rank)
+    try:
+        run_rank(loaded, mine, batch_size, output_dir, clip_length_settings(loaded), progress, manifest, GracefulStop(), rank)
+    finally:
+        manifest.close()
+
+
 def generate_items(
     loaded: LoadedModel,
     items: Sequence[WorkItem],
@@ -97,11 +122,8 @@ def generate_items(
     The callers run one generation at a time and handle their own signals, so the stop request that
     ``run_rank`` checks between batches is never set.
     """
-    progress = _CallbackProgress(output_dir, len(items), on_advance)
-    manifest = ManifestWriter(output_dir, rank=0)
     try:
-        run_rank(loaded, items, batch_size, output_dir, clip_length_settings(loaded), progress, manifest, GracefulStop(), 0)
+        generate_share(loaded, items, output_dir, batch_size, progress=_CallbackProgress(output_dir, len(items), on_advance))
     finally:
-        manifest.close()
         remove_progress(output_dir)
     return fold_parts(output_dir)

@@ -31,6 +31,7 @@ from ..run.views import output_tree
 from ..tree.conditions import segment_problem
 from ..tree.plan import WorkItem
 from .files import confined
+from .ranks import Runner
 
 RANDOM_SEED = -1
 RANDOM_SEED_RANGE = 2**32  # the range upstream's random seeds (and derived seeds) use
@@ -139,18 +140,18 @@ def preview_text(items: Sequence[WorkItem], spec: ModelSpec, output_label: str =
 
 
 def generate_items(
-    loaded: LoadedModel,
+    runner: Runner,
     items: Sequence[WorkItem],
     output_dir: Path,
     tmp_dir: Path,
     batch_size: int,
     on_advance: Callable[[int, int], None] = lambda done, total: None,
 ) -> dict[str, Record]:
-    """``run.inprocess.generate_items`` into ``output_dir``, which must still lie inside ``tmp_dir``.
+    """Generate ``items`` with ``runner`` (this process, or every rank) into ``output_dir``, inside ``tmp_dir``.
 
     Checked before anything is written (``OutsideTmpDirError`` if the folder was swapped for a link).
     """
-    return inprocess.generate_items(loaded, items, confined(output_dir, tmp_dir), batch_size, on_advance)
+    return runner.generate(items, confined(output_dir, tmp_dir), batch_size, on_advance)
 
 
 @contextmanager

@@ -23,18 +23,21 @@ from ..run.views import model_description
 from .actions import RANDOM_SEED
 from .files import GRADIO_CACHE_DIRNAME
 from .handlers import StudioHandlers
+from .ranks import Runner
 from .settings import StudioSettings
 
 MODEL_SLOT = "model"  # concurrency id: one generation at a time on the one model
 
 
-def build_app(loaded: LoadedModel, settings: StudioSettings) -> gr.Blocks:
+def build_app(loaded: LoadedModel, settings: StudioSettings, runner: Runner | None = None) -> gr.Blocks:
     """The studio for ``loaded``; files go below ``settings.tmp_dir`` (Gradio's own cache included).
+
+    ``runner`` generates (default: this process; under torchrun a ``ranks.RankPool`` of every rank).
 
     Points ``GRADIO_TEMP_DIR`` at the tmp dir before any component exists, because components
     fix their cache folder when they are created.
     """
-    handlers = StudioHandlers(loaded, settings)
+    handlers = StudioHandlers(loaded, settings, runner)
     os.environ["GRADIO_TEMP_DIR"] = str(handlers.tmp_dir / GRADIO_CACHE_DIRNAME)
     spec = loaded.spec
     with gr.Blocks(title="Stable Audio studio", delete_cache=(3600, int(settings.max_age_seconds))) as app:

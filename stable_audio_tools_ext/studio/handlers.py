@@ -33,11 +33,12 @@ from .actions import (
     write_tree,
 )
 from .files import confined, new_run_dir, zip_folder
+from .ranks import LocalRunner, RankFailure, Runner
 from .settings import StudioSettings
 
 PARAMETER_FIELDS = (
     "prompt", "negative_prompt", "seconds_start", "seconds_total", "seed", "steps", "cfg_scale", "sampler_type",
-    "sigma_min", "sigma_max", "model", "model_revision", "precision", "path", "status",
+    "sigma_min", "sigma_max", "model", "model_revision", "precision", "path", "status", "rank",
 )  # fmt: skip
 
 
@@ -121,11 +122,19 @@ def _variation_outputs(
 class StudioHandlers:
     """The callbacks of one studio: one loaded model, one tmp dir (already resolved), one set of limits."""
 
-    def __init__(self, loaded: LoadedModel, settings: StudioSettings) -> None:
+    def __init__(self, loaded: LoadedModel, settings: StudioSettings, runner: Runner | None = None) -> None:
         self.loaded, self.settings = loaded, settings
+        self.runner = runner if runner is not None else LocalRunner(loaded)
         self.tmp_dir = settings.tmp_dir.resolve()
         self.spec = loaded.spec
         self.defaults = sampling_defaults(self.spec)
+
+    def _generate(self, items: list[WorkItem], run_dir: Path, batch_size: int, reporter: ProgressReporter) -> dict[str, Record]:
+        """Generate with the runner; a rank's failure becomes a message in the page."""
+        try:
+            return generate_items(self.runner, items, run_dir, self.tmp_dir, batch_size, on_advance=reporter.items)
+        except RankFailure as exc:
+            raise gr.Error(f"error: {exc}", print_exception=False) from None
 
     # Generate tab -------------------------------------------------------------------------------
 
@@ -153,7 +162,7 @@ class StudioHandlers:
             raise _user_error(exc) from None
         reporter = ProgressReporter(progress, len(items), audition.steps)
         with counting_denoiser_calls(self.loaded, reporter.calls):
-            records = generate_items(self.loaded, items, run_dir, self.tmp_dir, len(items), on_advance=reporter.items)
+            records = self._generate(items, run_dir, len(items), reporter)
         outputs, notes = _variation_outputs(items, records, run_dir, self.settings.max_variations)
         seeds = f"{used_seed}" if len(items) == 1 else f"{used_seed}..{used_seed + len(items) - 1}"
         status = f"{len(items)} clip(s) of {audition.seconds_total:g} s, seeds {seeds}." + "".join(f" {n}." for n in notes)
@@ -220,7 +229,7 @@ class StudioHandlers:
             return _message(exc), "", None, gr.Dropdown(choices=[], value=None), ""
         reporter = ProgressReporter(progress, len(items))
         with counting_denoiser_calls(self.loaded, reporter.calls):
-            records = generate_items(self.loaded, items, run_dir, self.tmp_dir, self.settings.batch_size, on_advance=reporter.items)
+            records = self._generate(items, run_dir, self.settings.batch_size, reporter)
         archive = zip_folder(run_dir, self.tmp_dir, run_dir / f"batch-{run_dir.name}.zip")
         written = [item.relpath for item in items if records[item.relpath]["status"] != "nonfinite"]
         failed = len(items) - len(written)

@@ -34,14 +34,28 @@ def studio_server(env: dict[str, str], tmp_dir: Path, *args: str) -> Iterator[st
 
     Output goes to ``<tmp_dir>.log`` (``server_log``), shown if the server does not come up.
     """
+    with studio_process(env, tmp_dir, *args) as (url, _):
+        yield url
+
+
+@contextmanager
+def studio_process(
+    env: dict[str, str], tmp_dir: Path, *args: str, launcher: Sequence[str] = ()
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``studio_server`` that also yields the process; ``launcher`` goes before the script (e.g. torchrun).
+
+    The process leads a session of its own, so that stopping it reaches every process it started.
+    """
     port = free_port()
     log_path = server_log(tmp_dir)
-    command = [sys.executable, str(REPO_ROOT / "run_gradio.py"), "--port", str(port), "--tmp-dir", str(tmp_dir), *args]
+    command = [*(launcher or [sys.executable]), str(REPO_ROOT / "run_gradio.py"), "--port", str(port),
+               "--tmp-dir", str(tmp_dir), *args]  # fmt: skip
     with open(log_path, "w") as log:
-        process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # fmt: skip
     try:
         _wait_until_up(process, log_path)
-        yield f"http://127.0.0.1:{port}/"
+        yield f"http://127.0.0.1:{port}/", process
     finally:
         process.terminate()
         try:

@@ -49,6 +49,7 @@ from stable_audio_tools_ext.studio.files import (
     prepare_tmp_dir,
     zip_folder,
 )
+from stable_audio_tools_ext.studio.ranks import LocalRunner
 from stable_audio_tools_ext.studio.settings import (
     StudioSettings,
     is_url_file_request,
@@ -149,7 +150,8 @@ def test_generate_items_writes_clipped_wavs_and_a_manifest(small_model, tmp_path
     text = tree_yaml(audition_tree(AUDITION, seed=5, variations=2), small_model)
     items, _ = plan_tree(write_tree(text, tmp_path, tmp_path), spec, sampling_defaults(spec), max_items=2)
     progress: list[tuple[int, int]] = []
-    records = generate_items(small_model, items, tmp_path, tmp_path, batch_size=2, on_advance=lambda d, t: progress.append((d, t)))
+    records = generate_items(LocalRunner(small_model), items, tmp_path, tmp_path, batch_size=2,
+                             on_advance=lambda d, t: progress.append((d, t)))  # fmt: skip
     assert progress == [(2, 2)]  # both variations in one batch
     assert sorted(records) == ["audition_item-1.wav", "audition_item-2.wav"]
     for relpath, record in records.items():
@@ -269,7 +271,7 @@ def test_a_run_folder_swapped_for_a_link_gets_no_writes(small_model, tmp_path) -
     with pytest.raises(OutsideTmpDirError):
         write_tree("a: {prompt: x}\n", run, root)
     with pytest.raises(OutsideTmpDirError):
-        generate_items(small_model, items, run, root, batch_size=1)
+        generate_items(LocalRunner(small_model), items, run, root, batch_size=1)
     with pytest.raises(OutsideTmpDirError):
         zip_folder(run, root, run / "results.zip")
     (root / "generate").symlink_to(outside, target_is_directory=True)
