@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_HF_HOME := .cache/hf-demo
 DEMO_OUT ?= demo_output
 
-.PHONY: install demo test bench bench-sweep bench-finetune lock clean
+.PHONY: install demo test bench bench-sweep bench-finetune bench-score lock clean
 
 install: $(STAMP)
 
@@ -50,3 +50,7 @@ bench-sweep: install
 # fine-tuning: steps per second on an audio folder vs its pre-encoded latents (docs/BENCHMARKS.md)
 bench-finetune: install
 	$(PY) -m bench.finetune_throughput
+
+# generate.py --score clap: a tree generated without and with CLAP scoring, and scoring alone (docs/BENCHMARKS.md)
+bench-score: install
+	$(PY) -m bench.clap_overhead

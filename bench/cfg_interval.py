@@ -22,7 +22,7 @@ import statistics
 import time
 from pathlib import Path
 
-from bench.sao_models import REPO, use_offline_tiny_hub
+from bench.sao_models import REPO, print_and_append, use_offline_tiny_hub
 
 PROMPTS = (
     "128 BPM techno drum loop",
@@ -144,12 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, default=REPO / "docs" / "BENCHMARKS.md", help="appended to")
     args = parser.parse_args(argv)
     use_offline_tiny_hub()
-    results = run(args)
-    text = section(results, args)
-    print(text)
-    with open(args.markdown, "a", encoding="utf-8") as handle:
-        handle.write(text)
-    print(f"appended to {args.markdown}")
+    print_and_append(section(run(args), args), args.markdown)
     return 0
 
 

@@ -42,6 +42,14 @@ def use_offline_tiny_hub() -> Path:
     return hf_home
 
 
+def print_and_append(text: str, markdown: Path) -> None:
+    """Show a benchmark's section and append it to its page (``docs/BENCHMARKS.md``)."""
+    print(text)
+    with open(markdown, "a", encoding="utf-8") as handle:
+        handle.write(text)
+    print(f"appended to {markdown}")
+
+
 def tiny(device: str, precision: str):
     """The tiny model through the project's own loading path."""
     import torch

@@ -23,8 +23,9 @@ ALLOWED = {
     "model": {"request", "output", "quiet"},  # output: export writes its files atomically; quiet: export's main
     "output": {"tree", "request"},
     "sampling": {"model", "tree", "request"},
-    "datasets": {"output", "tree", "request"},
-    "run": {"tree", "model", "sampling", "output", "datasets", "request", "quiet"},
+    "datasets": {"output", "tree", "request", "scoring"},  # scoring: may use the scorer (the report reads records)
+    "scoring": {"model", "output", "tree", "quiet", "request"},  # model: the tiny CLAP's repo id
+    "run": {"tree", "model", "sampling", "output", "datasets", "scoring", "request", "quiet"},
     "studio": {"tree", "model", "sampling", "output", "datasets", "run", "request"},
     # finetune.py: prepare (datasets: configs, links), train (run: signals, demos through the in-process engine)
     "finetune": {"datasets", "output", "tree", "model", "run", "request", "quiet"},

@@ -58,7 +58,7 @@ def test_the_known_warnings_are_hidden_and_only_from_their_own_module() -> None:
 
 def test_export_prints_no_upstream_warnings(small_hub: Path, small_hub_env: dict[str, str], tmp_path: Path) -> None:
     """A real export builds the model (the VAE's weight_norm) and imports k-diffusion (pkg_resources)."""
-    snapshot = next(small_hub.rglob("model.safetensors")).parent
+    snapshot = next(small_hub.rglob("model_config.json")).parent  # SAO (the CLAP has a model.safetensors too)
     command = [sys.executable, "-m", "stable_audio_tools_ext.model.export", str(snapshot / "model.safetensors"),
                "--model-config", str(snapshot / "model_config.json"), "--output-dir", str(tmp_path / "exported")]  # fmt: skip
     result = subprocess.run(command, cwd=REPO_ROOT, env=small_hub_env, capture_output=True, text=True, timeout=600)

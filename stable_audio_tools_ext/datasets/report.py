@@ -3,7 +3,8 @@
 ``python -m stable_audio_tools_ext.datasets.report OUTPUT_DIR`` (or ``generate.py --report``) reads the
 manifest and writes ``OUTPUT_DIR/report.html``: a summary (items, hours of audio, statuses), a table
 per top-level branch, a table per sweep variable (value by value), histograms of duration, loudness and peak, every flagged item (silent, clipped,
-NaN/Inf), and for a few items per branch a spectrogram thumbnail with an audio player.
+NaN/Inf), and for a few items per branch a spectrogram thumbnail with an audio player. When items have a
+``clap_score`` (``generate.py --score clap``), also its histogram, its mean per branch, and the lowest-scoring items.
 
 The page is self-contained so it opens offline, from a cluster's shared filesystem or a copied
 folder: plots are PNGs inlined as data URIs, styles are inline, there is no script, and players
@@ -40,6 +41,7 @@ from ..tree.reserved import REPORT_NAME
 SAMPLES_PER_BRANCH = 4
 MAX_FLAGGED_ROWS = 500  # beyond this the table would bury the page; the count is still given
 TOP_LEVEL = "(top level)"  # branch name of leaves at the root of the tree
+LOWEST_SCORED_ROWS = 20  # the items whose audio matches its prompt least, by CLAP score
 
 STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px auto; max-width: 1200px;
@@ -170,15 +172,33 @@ def _summary(records: Sequence[Record], flagged: int) -> str:
     return "<table>" + "".join(f"<tr><th>{html.escape(name)}</th><td>{value}</td></tr>" for name, value in rows) + "</table>"
 
 
-def _branches(by_branch: dict[str, list[Record]]) -> str:
+def clap_scores(records: Sequence[Record]) -> list[float]:
+    """The ``clap_score`` of every record that has one."""
+    return [r["clap_score"] for r in records if r.get("clap_score") is not None]
+
+
+def _branches(by_branch: dict[str, list[Record]], scored: bool) -> str:
+    """One row per top-level branch; with ``scored``, a mean CLAP score column ("-" for a branch without scores)."""
     rows = []
     for branch, records in sorted(by_branch.items()):
         written = [r for r in records if r.get("status") in VALID_STATUSES]
         flagged = sum(1 for r in records if flags_of(r))
-        rows.append((html.escape(branch), len({r.get("leaf") for r in records}), len(records), len(written),
-                     f"{sum(seconds_of(r) for r in written) / 60:.2f}",
-                     f'<span class="flag">{flagged}</span>' if flagged else "0"))  # fmt: skip
-    return _table(["branch", "leaves", "items", "files", "minutes", "flagged"], rows, numeric=(1, 2, 3, 4, 5))
+        row = [html.escape(branch), len({r.get("leaf") for r in records}), len(records), len(written),
+               f"{sum(seconds_of(r) for r in written) / 60:.2f}", f'<span class="flag">{flagged}</span>' if flagged else "0"]  # fmt: skip
+        if scored:
+            scores = clap_scores(records)
+            row.append(f"{np.mean(scores):.3f}" if scores else "-")
+        rows.append(row)
+    headers = ["branch", "leaves", "items", "files", "minutes", "flagged"] + (["mean CLAP score"] if scored else [])
+    return _table(headers, rows, numeric=range(1, len(headers)))
+
+
+def _lowest_scored(records: Sequence[Record], count: int = LOWEST_SCORED_ROWS) -> str:
+    """The ``count`` items with the lowest CLAP score: where the audio matches its prompt least."""
+    lowest = sorted((r for r in records if r.get("clap_score") is not None), key=lambda r: (r["clap_score"], r["path"]))
+    rows = [(f'<span class="path">{html.escape(r["path"])}</span>', f"{r['clap_score']:.3f}",
+             html.escape(str(r.get("prompt", ""))[:160])) for r in lowest[:count]]  # fmt: skip
+    return _table(["file", "CLAP score", "prompt"], rows, numeric=(1,))
 
 
 def _by_variable(records: Sequence[Record]) -> str:
@@ -253,12 +273,19 @@ def render_report(output_dir: Path, samples_per_branch: int = SAMPLES_PER_BRANCH
         by_branch[branch_of(record)].append(record)
     written = [r for r in records if r.get("status") in VALID_STATUSES]
     flagged = sum(1 for r in records if flags_of(r))
+    scores = clap_scores(records)
     plots = [
-        histogram([seconds_of(r) for r in written], "Duration", "seconds"),
-        histogram([r["lufs"] for r in written if r.get("lufs") is not None], "Integrated loudness", "LUFS"),
-        histogram([dbfs(r["peak"]) for r in written if r.get("peak")], "Peak", "dBFS"),
-    ]
-    images = "".join(f'<img alt="{alt} histogram" src="{uri}">' for alt, uri in zip(("duration", "loudness", "peak"), plots))
+        ("duration", histogram([seconds_of(r) for r in written], "Duration", "seconds")),
+        ("loudness", histogram([r["lufs"] for r in written if r.get("lufs") is not None], "Integrated loudness", "LUFS")),
+        ("peak", histogram([dbfs(r["peak"]) for r in written if r.get("peak")], "Peak", "dBFS")),
+    ] + ([("CLAP score", histogram(scores, "CLAP score", "prompt-audio cosine similarity"))] if scores else [])
+    images = "".join(f'<img alt="{alt} histogram" src="{uri}">' for alt, uri in plots)
+    lowest = (
+        f'<section id="lowest-clap"><h2>Lowest CLAP scores ({min(len(scores), LOWEST_SCORED_ROWS)} of {len(scores)})</h2>'
+        '<p class="muted">Where the audio matches its prompt least (generate.py --score clap).</p>'
+        f"{_lowest_scored(records)}</section>"
+        if scores else ""
+    )  # fmt: skip
     samples = "".join(
         f"<h3>{html.escape(branch)}</h3><div class=\"cards\">"
         + "".join(_card(output_dir, r) for r in pick_samples(branch_records, samples_per_branch)) + "</div>"
@@ -272,10 +299,11 @@ def render_report(output_dir: Path, samples_per_branch: int = SAMPLES_PER_BRANCH
 <h1>{html.escape(title)}</h1>
 <p class="muted">{html.escape(str(output_dir.resolve()))} &middot; from {MANIFEST_NAME} &middot; {generated}</p>
 <section id="summary"><h2>Summary</h2>{_summary(records, flagged)}</section>
-<section id="branches"><h2>Per branch</h2>{_branches(by_branch)}</section>
+<section id="branches"><h2>Per branch</h2>{_branches(by_branch, bool(scores))}</section>
 <section id="variables"><h2>Per sweep variable</h2>{_by_variable(records)}</section>
 <section id="histograms"><h2>Histograms</h2><div class="plots">{images}</div></section>
 <section id="flagged"><h2>Flagged items ({flagged})</h2>{_flagged(records)}</section>
+{lowest}
 <section id="samples"><h2>Samples per branch</h2>
 <p class="muted">Up to {samples_per_branch} items per branch, spread over its files; spectrogram 0 Hz to Nyquist, -120 to -20 dB.</p>
 {samples}</section>

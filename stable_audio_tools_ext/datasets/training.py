@@ -7,7 +7,9 @@ audio)`` supplies each file's prompt. This module writes, next to the audio:
 - ``dataset_metadata.py``: a standalone module (standard library only - training usually runs in
   another environment, without this package) that looks each file up in ``manifest.jsonl`` beside it;
 - ``dataset_config.json``: every generated file exactly once;
-- with ``--split``, ``dataset_config.<split>.json`` per split, each scanning ``splits/<split>/``.
+- with ``--split``, ``dataset_config.<split>.json`` per split, each scanning ``splits/<split>/``;
+  ``--min-clap-score X`` leaves items whose ``clap_score`` (``generate.py --score clap``) is below X
+  out of the split folders.
 
 Upstream's ``SampleDataset`` has no file filter, so each split is a folder of relative symlinks to
 its files (valid after moving the output dir; why links: ``audio_dir``, which holds the config, link
@@ -15,8 +17,8 @@ and metadata-module pieces this module shares with ``finetune.py prepare``), and
 ``dataset_config.json`` lists the split folders instead of the root, which would see every file
 twice. Leaves, not items, are assigned to splits, so no prompt is in two splits.
 
-Run as ``python -m stable_audio_tools_ext.datasets.training OUTPUT_DIR [--split SPEC]`` over an existing
-output dir, or pass ``--dataset-config``/``--split`` to ``generate.py``.
+Run as ``python -m stable_audio_tools_ext.datasets.training OUTPUT_DIR [--split SPEC] [--min-clap-score X]``
+over an existing output dir, or pass ``--dataset-config``/``--split`` to ``generate.py``.
 """
 
 from __future__ import annotations
@@ -123,6 +125,24 @@ def split_of(leaf: str, splits: dict[str, float]) -> str:
     return name  # position within float round-off of 1.0: the last split
 
 
+def clap_score_threshold(text: str) -> float:
+    """argparse type for ``--min-clap-score``: a cosine similarity, in [-1, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number in [-1, 1]") from None
+    if not -1 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text}: CLAP scores are cosine similarities, so it must be in [-1, 1]")
+    return value
+
+
+MIN_CLAP_SCORE_NEEDS_SPLIT = "--min-clap-score needs --split: without splits the dataset config scans the whole folder"
+MIN_CLAP_SCORE_HELP = (
+    "leave items whose clap_score (generate.py --score clap) is below this out of the split folders; "
+    "needs --split (without splits the dataset config scans the whole folder)"
+)
+
+
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     """The dataset flags of ``generate.py`` (documented in docs/datasets.md)."""
     group = parser.add_argument_group("datasets (docs/datasets.md)")
@@ -138,6 +158,7 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
         help="assign leaves (not items) to splits, e.g. train=0.9,val=0.1; writes one dataset config per split "
         "(implies --dataset-config)",
     )
+    group.add_argument("--min-clap-score", type=clap_score_threshold, metavar="X", help=MIN_CLAP_SCORE_HELP)
     group.add_argument(
         "--normalize",
         choices=NORMALIZE_MODES,
@@ -164,6 +185,10 @@ def dataset_argument_problems(args: argparse.Namespace) -> list[str]:
         normalization_from_args(args)
     except ValueError as exc:
         problems.append(str(exc))
+    if args.min_clap_score is not None and args.split is None:
+        problems.append(MIN_CLAP_SCORE_NEEDS_SPLIT)
+    if args.min_clap_score is not None and args.score != "clap":
+        problems.append("--min-clap-score needs --score clap, which gives every item its clap_score")
     return problems
 
 
@@ -175,6 +200,7 @@ class DatasetFiles:
     leaves: Counter[str] = field(default_factory=Counter)
     files: Counter[str] = field(default_factory=Counter)
     untrainable: int = 0  # files left out of the splits because their status is not "ok"
+    low_score: int = 0  # trainable files left out because their clap_score is below --min-clap-score
 
 
 def _record_splits(output_dir: Path, records: dict[str, Record], splits: dict[str, float] | None) -> None:
@@ -194,9 +220,22 @@ def _record_splits(output_dir: Path, records: dict[str, Record], splits: dict[st
     fold_parts(output_dir)
 
 
-def write_dataset(output_dir: Path, splits: dict[str, float] | None = None) -> DatasetFiles:
+def _unscored_problem(records: dict[str, Record]) -> str | None:
+    """Why ``--min-clap-score`` cannot apply: trainable items without a ``clap_score``; ``None`` if all have one."""
+    unscored = sorted(path for path, r in records.items() if r.get("status") in TRAINABLE_STATUSES and "clap_score" not in r)
+    if not unscored:
+        return None
+    return (f"--min-clap-score: {len(unscored)} of the {len(records)} items have no clap_score (e.g. {unscored[0]}); "
+            "score them with generate.py --score clap (same flags as the run: it scores the written files "
+            "without regenerating them)")  # fmt: skip
+
+
+def write_dataset(
+    output_dir: Path, splits: dict[str, float] | None = None, min_clap_score: float | None = None
+) -> DatasetFiles:
     """Write the metadata module and dataset config(s) for ``output_dir``; replaces earlier ones.
 
+    ``min_clap_score`` (with ``splits`` only) leaves items scoring below it out of the split folders.
     Not while generate.py runs on the same dir (it folds the manifest, like a run's start and end).
     """
     output_dir = output_dir.resolve()
@@ -206,6 +245,11 @@ def write_dataset(output_dir: Path, splits: dict[str, float] | None = None) -> D
     clash = next((path for path in records if path.startswith(f"{SPLITS_DIRNAME}/")), None)
     if splits and clash is not None:
         raise DatasetError(f"{output_dir / clash}: generated files under {SPLITS_DIRNAME}/ clash with the split folders")
+    if min_clap_score is not None:
+        if not splits:
+            raise DatasetError(MIN_CLAP_SCORE_NEEDS_SPLIT)
+        if (problem := _unscored_problem(records)) is not None:
+            raise DatasetError(problem)
     _record_splits(output_dir, records, splits)
     records = load_records(output_dir)
     metadata_module = output_dir / METADATA_MODULE_NAME
@@ -225,11 +269,13 @@ def write_dataset(output_dir: Path, splits: dict[str, float] | None = None) -> D
     for relpath, record in sorted(records.items()):
         if record["k"] == 1:
             result.leaves[record["split"]] += 1
-        if record.get("status") in TRAINABLE_STATUSES and (output_dir / relpath).is_file():
+        if record.get("status") not in TRAINABLE_STATUSES or not (output_dir / relpath).is_file():
+            result.untrainable += 1
+        elif min_clap_score is not None and record["clap_score"] < min_clap_score:
+            result.low_score += 1
+        else:
             link_file(output_dir / SPLITS_DIRNAME / record["split"] / relpath, output_dir / relpath)
             result.files[record["split"]] += 1
-        else:
-            result.untrainable += 1
     datasets = {name: (f"{output_dir.name}-{name}", split_dir) for name, split_dir in split_dirs.items()}
     atomic_write_text(output_dir / CONFIG_NAME, audio_dir_config(list(datasets.values()), metadata_module))
     result.configs.append(output_dir / CONFIG_NAME)
@@ -240,7 +286,7 @@ def write_dataset(output_dir: Path, splits: dict[str, float] | None = None) -> D
     return result
 
 
-def describe(result: DatasetFiles, splits: dict[str, float] | None) -> list[str]:
+def describe(result: DatasetFiles, splits: dict[str, float] | None, min_clap_score: float | None = None) -> list[str]:
     """Lines for the terminal: what was written, and the train.py hand-off."""
     lines = [f"dataset config: {path}" for path in result.configs]
     for name, fraction in (splits or {}).items():
@@ -248,6 +294,8 @@ def describe(result: DatasetFiles, splits: dict[str, float] | None) -> list[str]
                      + ("  [empty: no trainable file fell in this split]" if not result.files[name] else ""))  # fmt: skip
     if result.untrainable:
         lines.append(f"{result.untrainable} items left out of the splits (status not ok, or file missing)")
+    if min_clap_score is not None:
+        lines.append(f"{result.low_score} items left out of the splits (clap_score below --min-clap-score {min_clap_score:g})")
     split_configs = {path.name.split(".")[1]: path for path in result.configs[1:]}
     train = split_configs.get("train", next(iter(split_configs.values()), result.configs[0]))
     lines.append(f"fine-tune: python train.py --dataset-config {train} --model-config MODEL_CONFIG.json "
@@ -258,8 +306,8 @@ def describe(result: DatasetFiles, splits: dict[str, float] | None) -> list[str]
 def finish_dataset(args: argparse.Namespace, console: Console) -> None:
     """End of a complete ``generate.py`` run (rank 0): write what ``--dataset-config/--split/--report`` ask for."""
     if args.dataset_config or args.split is not None:
-        result = write_dataset(args.output_dir, args.split)
-        for line in describe(result, args.split):
+        result = write_dataset(args.output_dir, args.split, args.min_clap_score)
+        for line in describe(result, args.split, args.min_clap_score):
             console.print(line, soft_wrap=True, markup=False)
     if args.report:
         from .report import write_report  # matplotlib is imported only when a report is wanted
@@ -275,14 +323,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("output_dir", type=Path, help="a generate.py output dir (holding manifest.jsonl)")
     parser.add_argument("--split", type=parse_split_spec, metavar="NAME=FRACTION,...",
                         help="assign leaves to splits, e.g. train=0.9,val=0.1 (default: one dataset, no splits)")  # fmt: skip
+    parser.add_argument("--min-clap-score", type=clap_score_threshold, metavar="X", help=MIN_CLAP_SCORE_HELP)
     args = parser.parse_args(argv)
     try:
-        result = write_dataset(args.output_dir, args.split)
+        result = write_dataset(args.output_dir, args.split, args.min_clap_score)
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     console = Console(highlight=False)
-    for line in describe(result, args.split):
+    for line in describe(result, args.split, args.min_clap_score):
         console.print(line, soft_wrap=True, markup=False)
     return 0
 

@@ -8,7 +8,10 @@ So we write, into ``<hf_home>/hub``, the files the hub would have served:
 * ``t5-base``: a one-layer T5 encoder (``d_model`` 768, as the conditioner requires)
   and a small Unigram tokenizer built from a corpus of sound prompts;
 * ``stabilityai/stable-audio-open-1.0``: the real SAO 1.0 ``model_config.json`` with
-  small widths, and the ``model.safetensors`` of the model it describes.
+  small widths, and the ``model.safetensors`` of the model it describes;
+* ``laion/clap-htsat-fused`` (SAO 1.0 builds only): a CLAP of the real architecture (RoBERTa text
+  encoder with a byte-level BPE tokenizer, HTSAT audio encoder with feature fusion) at tiny widths,
+  for ``generate.py --score clap`` (``stable_audio_tools_ext.scoring``).
 
 Loading needs the environment from :func:`offline_hub_env`.  Everything is seeded and
 the snapshot commits are content hashes, so the same parameters give identical bytes.
@@ -37,11 +40,12 @@ from ..quiet import hide_library_prints, hide_library_warnings
 DEMO_REPO_ID = "stabilityai/stable-audio-open-1.0"
 SMALL_REPO_ID = "stabilityai/stable-audio-open-small"
 T5_REPO_ID = "t5-base"
+CLAP_REPO_ID = "laion/clap-htsat-fused"  # scoring.clap's default checkpoint (its docstring says why)
 
 # Written last into a finished build; its presence is what "complete" means.
 _MARKER = "tiny_sao.json"
 # Bump when the layout or the recipe changes, so stale caches are not mistaken for current ones.
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: SAO 1.0 builds hold the tiny CLAP
 
 _CORPUS = """\
 A beautiful piano arpeggio
@@ -216,8 +220,9 @@ def build_tiny_hub_cache(
     One ``hf_home`` holds one build: use a different directory per model/``sample_size``/``seed``
     (asking an existing build for other parameters raises ``ValueError``).  ``hf_home``
     must not exist, be an empty directory, or hold a finished build, which is returned at
-    once.  The build happens in a temporary sibling directory that is renamed into place,
-    so concurrent callers and interrupted builds never expose a half-written cache.
+    once; a build of an older ``_FORMAT_VERSION`` is rebuilt and replaced.  The build happens
+    in a temporary sibling directory that is renamed into place, so concurrent callers and
+    interrupted builds never expose a half-written cache.
     """
     hf_home = Path(hf_home)
     make_config, weights_name, default_size = _VARIANTS[repo_id]
@@ -232,6 +237,7 @@ def build_tiny_hub_cache(
         _build(tmp / "hub", config, seed, repo_id, weights_name)
         (tmp / _MARKER).write_text(json.dumps(params, sort_keys=True))
         try:
+            _replace_stale(hf_home, params)
             tmp.rename(hf_home)  # atomic; also replaces an empty directory
         except OSError:
             if not _finished(hf_home, params):  # a concurrent build may have won the race
@@ -247,13 +253,33 @@ def _finished(hf_home: Path, params: dict) -> bool:
     if not marker.is_file():
         return False
     found = json.loads(marker.read_text())
+    if _stale(found, params):
+        return False
     if found != params:
         raise ValueError(f"{hf_home} holds a tiny model built with {found}, not {params}; use another directory")
     return True
 
 
+def _stale(found: dict, params: dict) -> bool:
+    """Whether a build's marker ``found`` differs from ``params`` only by an older format."""
+    return found.get("format", 0) < params["format"] and {**found, "format": params["format"]} == params
+
+
+def _replace_stale(hf_home: Path, params: dict) -> None:
+    """Move an older format's build at ``hf_home`` out of the way (then deleted), so the new one can take its place.
+
+    The models it held are rebuilt with identical bytes and snapshot commits (the build is
+    seeded), so a process still reading the old cache finds the same files in the new one.
+    """
+    marker = hf_home / _MARKER
+    if marker.is_file() and _stale(json.loads(marker.read_text()), params):
+        old = Path(tempfile.mkdtemp(prefix=f".{hf_home.name}.stale-", dir=hf_home.parent))
+        hf_home.rename(old / "cache")
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def _build(hub: Path, config: dict, seed: int, repo_id: str, weights_name: str) -> None:
-    """Write both repos into ``hub``; T5 first, since building the SAO model loads it from there."""
+    """Write the repos into ``hub``; T5 first, since building the SAO model loads it from there."""
     import torch
 
     with tempfile.TemporaryDirectory() as scratch, torch.random.fork_rng():  # keep the caller's RNG as it was
@@ -282,6 +308,11 @@ def _build(hub: Path, config: dict, seed: int, repo_id: str, weights_name: str) 
             "model_config.json": json.dumps(config, indent=2).encode(),
             weights_name: _weights_bytes(model.state_dict(), weights_name),
         })
+        if repo_id == DEMO_REPO_ID:  # the demo setting: `make demo`'s cache, so --score clap works offline
+            clap_dir = Path(scratch) / "clap"
+            torch.manual_seed(seed)
+            _save_tiny_clap(clap_dir)
+            _add_repo(hub, CLAP_REPO_ID, {p.name: p.read_bytes() for p in sorted(clap_dir.iterdir())})
 
 
 # Gain applied to the DiT's prompt path (token projection and cross-attention output); see below.
@@ -321,6 +352,40 @@ def _save_tiny_t5(out: Path) -> None:
 
     config = T5Config(vocab_size=len(tokenizer), d_model=768, d_kv=32, d_ff=64, num_layers=1, num_heads=2)
     T5EncoderModel(config).save_pretrained(out)
+
+
+def _save_tiny_clap(out: Path) -> None:
+    """Save a processor and a tiny CLAP that ``from_pretrained(CLAP_REPO_ID)`` loads.
+
+    The architecture is the real checkpoint's: a RoBERTa text encoder, an HTSAT audio encoder with
+    feature fusion (``aff_2d``) on 64-band mels of 10 s at 48 kHz (``spec_size`` 256, patch size 4,
+    window 8, four stages), projection heads. Only widths and depths shrink. The tokenizer is
+    byte-level BPE with no merges: every byte of a prompt is a token, so no prompt meets ``<unk>``,
+    and nothing is trained (a trained vocabulary could differ between builds).
+    """
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizer
+    from transformers.utils import logging
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0-4
+    vocab = {token: index for index, token in enumerate(specials + sorted(ByteLevel.alphabet()))}
+    tokenizer = RobertaTokenizer(vocab=vocab, merges=[], model_max_length=512)
+    ClapProcessor(feature_extractor=ClapFeatureExtractor(), tokenizer=tokenizer).save_pretrained(out)
+    config = ClapConfig(
+        text_config={"vocab_size": len(vocab), "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                     "intermediate_size": 64, "projection_dim": 32},
+        audio_config={"patch_embeds_hidden_size": 16, "hidden_size": 128, "depths": [1, 1, 1, 1],
+                      "num_attention_heads": [1, 1, 2, 2], "enable_fusion": True, "fusion_type": "aff_2d",
+                      "projection_dim": 32},
+        projection_dim=32,
+    )  # fmt: skip
+    bars = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()  # "Writing model shards" on stderr would interleave with test output
+    try:
+        ClapModel(config).save_pretrained(out)
+    finally:
+        if bars:
+            logging.enable_progress_bar()
 
 
 def _unigram_pieces() -> list[tuple[str, float]]:

@@ -27,6 +27,7 @@ from ..model.options import add_model_arguments, model_spec_from_args  # noqa: E
 from ..model.spec import ModelLoadError, ModelSpec  # noqa: E402
 from ..output.audio_io import FORMATS  # noqa: E402
 from ..sampling.chunking import DECODE_OVERLAP_PER_SIDE, MIN_DECODE_CHUNK, decode_chunk_frames  # noqa: E402
+from ..scoring.options import add_score_arguments  # noqa: E402
 from ..tree.conditions import ConditionTreeError, Problem, warnings_report  # noqa: E402
 from ..tree.plan import DEFAULT_MAX_ITEMS, SamplingDefaults, WorkItem, balanced_order, build_plan, plan_warnings  # noqa: E402
 from ..tree.reader import read_condition_file  # noqa: E402
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_ITEMS,
         help="refuse trees that expand to more items than this (default: %(default)s)",
     )
+    add_score_arguments(parser)
     add_dataset_arguments(parser)
     return parser
 

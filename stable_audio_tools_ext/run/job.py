@@ -20,6 +20,7 @@ from ..output.resume import OutputSettings, fingerprint
 from ..output.stats import audio_stats, status_of
 from ..output.writer import BackgroundWriter
 from ..sampling.autobatch import generate_audio_splitting
+from ..scoring.clap import ClapScorer
 from ..tree.plan import WorkItem, make_batches
 from .progress import RankProgress
 from .signals import GracefulStop
@@ -46,10 +47,11 @@ def _record(item: WorkItem, settings: OutputSettings, loaded: LoadedModel, **fie
 
 def _write_item(
     item: WorkItem, clip: torch.Tensor, output_dir: Path, settings: OutputSettings, loaded: LoadedModel
-) -> dict[str, Any]:
-    """Check, write and describe one generated clip; non-finite audio is recorded but not written."""
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Check, write and describe one generated clip; return the fields and the samples written (``None``:
+    non-finite audio is recorded but not written)."""
     if not torch.isfinite(clip).all():
-        return {"status": "nonfinite", "frames": 0, "bytes": 0, "peak": None, "rms": None}
+        return {"status": "nonfinite", "frames": 0, "bytes": 0, "peak": None, "rms": None}, None
     sample_rate = loaded.spec.sample_rate
     samples: np.ndarray = to_samples(clip, sample_rate, item.request.seconds_total if settings.clip_length else None)
     samples, normalized = normalize(samples, sample_rate, settings.normalization)
@@ -57,7 +59,19 @@ def _write_item(
     write_audio_atomic(path, samples, sample_rate, FORMATS[settings.audio_format])
     stats = audio_stats(samples, sample_rate)
     return {"status": status_of(stats["peak"]), "frames": len(samples), "bytes": path.stat().st_size,
-            "channels": samples.shape[1], **stats, **normalized}  # fmt: skip
+            "channels": samples.shape[1], **stats, **normalized}, samples  # fmt: skip
+
+
+def _add_scores(
+    batch: Sequence[WorkItem], written: list[tuple[dict[str, Any], np.ndarray | None]], sample_rate: int,
+    scorer: ClapScorer,
+) -> None:  # fmt: skip
+    """Add ``clap_score`` to the fields of every written item of ``batch``, scored as one batch."""
+    scored = [(item, fields, samples) for item, (fields, samples) in zip(batch, written) if samples is not None]
+    if scored:
+        scores = scorer.scores([item.request.prompt for item, _, _ in scored], [(s, sample_rate) for _, _, s in scored])
+        for (_, fields, _), score in zip(scored, scores):
+            fields["clap_score"] = round(float(score), 6)
 
 
 def run_rank(
@@ -70,8 +84,10 @@ def run_rank(
     manifest: ManifestWriter,
     stop: GracefulStop,
     rank: int,
+    scorer: ClapScorer | None = None,
 ) -> None:
-    """Generate this rank's items batch by batch while a background thread writes the previous batch.
+    """Generate this rank's items batch by batch while a background thread writes (and, with a
+    ``scorer``, scores) the previous batch.
 
     A stop request ends the loop between batches; every batch already generated is still written.
     What happened to each item (written, non-finite) is in its manifest record, which is where rank 0
@@ -80,10 +96,11 @@ def run_rank(
 
     def write_batch(job: tuple[list[WorkItem], torch.Tensor, float]) -> None:
         batch, audio, share = job
-        records = []
-        for item, clip in zip(batch, audio):
-            fields = _write_item(item, clip, output_dir, settings, loaded)
-            records.append(_record(item, settings, loaded, wall_seconds=round(share, 3), rank=rank, **fields))
+        written = [_write_item(item, clip, output_dir, settings, loaded) for item, clip in zip(batch, audio)]
+        if scorer is not None:
+            _add_scores(batch, written, loaded.spec.sample_rate, scorer)
+        records = [_record(item, settings, loaded, wall_seconds=round(share, 3), rank=rank, **fields)
+                   for item, (fields, _) in zip(batch, written)]  # fmt: skip
         manifest.append(records)
         progress.advance(len(batch), sum(r["frames"] for r in records) / loaded.spec.sample_rate)
 

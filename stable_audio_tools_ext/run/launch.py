@@ -23,10 +23,11 @@ from ..datasets.training import finish_dataset
 from ..model.loading import LoadedModel, compile_dit, load_model
 from ..model.spec import ModelLoadError, ModelSpec
 from ..output.atomic import remove_partial_files
-from ..output.manifest import MANIFEST_NAME, ManifestWriter, fold_parts
+from ..output.manifest import MANIFEST_NAME, ManifestWriter, Record, fold_parts, load_records
 from ..output.resume import ResumeState, resume_state
 from ..output.writer import WriteError
 from ..sampling.autobatch import AutoBatchSize
+from ..scoring.clap import ClapLoadError, ClapScorer
 from ..tree.plan import WorkItem, balanced_order
 from .distributed import DistContext, all_gather, barrier, broadcast_from_main, init_distributed, shard, shutdown
 from .exits import (
@@ -43,6 +44,7 @@ from .exits import (
 from .job import run_rank
 from .outputs import current_state, output_settings, seconds_of
 from .progress import ProgressDisplay, RankProgress, job_totals, progress_dir, remove_progress
+from .score import load_scorer, score_unscored
 from .signals import GracefulStop
 from .views import imbalance, model_description, output_tree, rank_costs, start_table
 
@@ -66,14 +68,15 @@ def run_job(args: argparse.Namespace, items: list[WorkItem], spec: ModelSpec, co
             loaded.decode_chunk = args.decode_chunk
             if args.compile:
                 compile_dit(loaded)
-        except ModelLoadError as exc:  # e.g. the hub cache is missing on this rank's node
+            scorer = load_scorer(args, ctx.device)
+        except (ModelLoadError, ClapLoadError) as exc:  # e.g. the hub cache is missing on this rank's node
             return print_problems([], "", [str(exc)], prefix=where(ctx.rank, ctx.world_size))
         if state is not None:
             _tidy(args)
             _show_start(args, ctx, items, state, loaded, console)
         wanted = set(broadcast_from_main(ctx, [item.relpath for item in state.pending] if state else []))
         pending = [item for item in items if item.relpath in wanted]
-        return _generate(args, ctx, items, pending, loaded, console, started)
+        return _generate(args, ctx, items, pending, loaded, scorer, console, started)
     finally:
         shutdown(ctx)
 
@@ -142,7 +145,7 @@ def _unshared_output_problem(ctx: DistContext, args: argparse.Namespace) -> str 
 
 def _generate(
     args: argparse.Namespace, ctx: DistContext, items: list[WorkItem], pending: list[WorkItem],
-    loaded: LoadedModel, console: Console, started: float,
+    loaded: LoadedModel, scorer: ClapScorer | None, console: Console, started: float,
 ) -> int:  # fmt: skip
     order = balanced_order(pending, ctx.world_size, loaded.spec.geometry.window_frames)
     my_items = shard(order, ctx.world_size, ctx.rank)
@@ -158,7 +161,8 @@ def _generate(
     with GracefulStop() as stop:
         try:
             with ProgressDisplay(args.output_dir, len(pending), console) if ctx.is_main else _NoDisplay() as display:
-                run_rank(loaded, my_items, batch_size, args.output_dir, settings, progress, manifest, stop, ctx.rank)
+                run_rank(loaded, my_items, batch_size, args.output_dir, settings, progress, manifest, stop, ctx.rank,
+                         scorer)  # fmt: skip
                 progress.finish()
                 display.wait_for_ranks(ctx.world_size)
         except WriteError as exc:  # the job cannot finish: every rank that hits it says so and ends non-zero
@@ -168,7 +172,20 @@ def _generate(
         finally:
             manifest.close()
     # Non-finite items and stops are recorded in the manifest; rank 0 turns them into the job's exit code.
-    return _summarise(args, ctx, items, loaded.spec, console, started, stop) if ctx.is_main else EXIT_OK
+    return _summarise(args, ctx, items, loaded.spec, scorer, console, started, stop) if ctx.is_main else EXIT_OK
+
+
+def _show_scores(
+    args: argparse.Namespace, items: list[WorkItem], records: dict[str, Record], scorer: ClapScorer, console: Console
+) -> None:
+    """Rank 0, after a complete run: score what an earlier run left unscored, then print the mean score."""
+    backfilled = score_unscored(args.output_dir, items, records, scorer)
+    wanted = {item.relpath for item in items}
+    scores = [r["clap_score"] for path, r in load_records(args.output_dir).items() if path in wanted and "clap_score" in r]
+    line = f"CLAP score ({args.clap_model}): mean {sum(scores) / len(scores):.4f} over {len(scores)} items" if scores else ""
+    if backfilled:
+        line += f"; {backfilled} items written by an earlier run were scored from their files"
+    console.print(line or "CLAP score: no written items to score", soft_wrap=True, markup=False)
 
 
 class _NoDisplay:
@@ -185,7 +202,7 @@ class _NoDisplay:
 
 
 def _summarise(
-    args: argparse.Namespace, ctx: DistContext, items: list[WorkItem], spec: ModelSpec,
+    args: argparse.Namespace, ctx: DistContext, items: list[WorkItem], spec: ModelSpec, scorer: ClapScorer | None,
     console: Console, started: float, stop: GracefulStop,
 ) -> int:  # fmt: skip
     """Rank 0, after every rank finished: fold the manifest and report what this run did."""
@@ -212,6 +229,8 @@ def _summarise(
             + f"; manifest: {args.output_dir / MANIFEST_NAME}",
             soft_wrap=True,
         )
+        if scorer is not None:
+            _show_scores(args, items, records, scorer, console)
         finish_dataset(args, console)
         return EXIT_OK
     console.print(f"this run: {generated}", soft_wrap=True)

@@ -1,0 +1,51 @@
+"""``generate.py --score clap``: the rank's CLAP scorer, and scores for items an earlier run wrote without one.
+
+Each rank loads the scorer once, onto its own device, before anything is generated; the job then
+scores every written batch as it writes it (``job.run_rank``), on the samples the files hold (after
+``--clip-length`` and ``--normalize``, before 16-bit rounding). Items a finished earlier run wrote
+without a score are not regenerated: rank 0 reads their files back and scores them after the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import soundfile as sf
+import torch
+
+from ..output.manifest import ManifestWriter, Record, fold_parts
+from ..scoring.clap import ClapLoadError, ClapScorer
+from ..tree.plan import WorkItem
+
+BACKFILL_CHUNK = 64  # files read into memory at a time when scoring an earlier run's items
+
+
+def load_scorer(args: argparse.Namespace, device: torch.device) -> ClapScorer | None:
+    """The CLAP scorer ``--score clap`` asks for on ``device``, or ``None``; raises ``ClapLoadError`` naming the flag."""
+    if args.score != "clap":
+        return None
+    try:
+        return ClapScorer.load(args.clap_model, device=device)
+    except ClapLoadError as exc:
+        raise ClapLoadError(f"--score clap: {exc} (--clap-model)") from exc
+
+
+def score_unscored(output_dir: Path, items: Sequence[WorkItem], records: Mapping[str, Record], scorer: ClapScorer) -> int:
+    """Rank 0, after a complete run (every item written): score the items whose record has no ``clap_score``.
+
+    Returns how many. The updated records go through the manifest's own append and fold, like the
+    dataset writer's splits.
+    """
+    todo = [item for item in items if "clap_score" not in records[item.relpath]]
+    for start in range(0, len(todo), BACKFILL_CHUNK):
+        chunk = todo[start:start + BACKFILL_CHUNK]
+        clips = [sf.read(str(output_dir / item.relpath), dtype="float32", always_2d=True) for item in chunk]
+        scores = scorer.scores([item.request.prompt for item in chunk], clips)
+        writer = ManifestWriter(output_dir, rank=0)
+        writer.append({**records[item.relpath], "clap_score": round(float(score), 6)} for item, score in zip(chunk, scores))
+        writer.close()
+    if todo:
+        fold_parts(output_dir)
+    return len(todo)
