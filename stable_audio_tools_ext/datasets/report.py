@@ -135,7 +135,7 @@ def spectrogram_thumbnail(path: Path) -> str:
     return _png(figure)
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequence[int] = ()) -> str:
+def html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequence[int] = ()) -> str:
     """Cells are HTML (escaped by the caller)."""
     head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr>"
     body = "".join(
@@ -190,7 +190,7 @@ def _branches(by_branch: dict[str, list[Record]], scored: bool) -> str:
             row.append(f"{np.mean(scores):.3f}" if scores else "-")
         rows.append(row)
     headers = ["branch", "leaves", "items", "files", "minutes", "flagged"] + (["mean CLAP score"] if scored else [])
-    return _table(headers, rows, numeric=range(1, len(headers)))
+    return html_table(headers, rows, numeric=range(1, len(headers)))
 
 
 def _lowest_scored(records: Sequence[Record], count: int = LOWEST_SCORED_ROWS) -> str:
@@ -198,7 +198,7 @@ def _lowest_scored(records: Sequence[Record], count: int = LOWEST_SCORED_ROWS) -
     lowest = sorted((r for r in records if r.get("clap_score") is not None), key=lambda r: (r["clap_score"], r["path"]))
     rows = [(f'<span class="path">{html.escape(r["path"])}</span>', f"{r['clap_score']:.3f}",
              html.escape(str(r.get("prompt", ""))[:160])) for r in lowest[:count]]  # fmt: skip
-    return _table(["file", "CLAP score", "prompt"], rows, numeric=(1,))
+    return html_table(["file", "CLAP score", "prompt"], rows, numeric=(1,))
 
 
 def _by_variable(records: Sequence[Record]) -> str:
@@ -225,7 +225,7 @@ def _by_variable(records: Sequence[Record]) -> str:
                          f"{np.mean(lufs):.1f}" if lufs else "-", f"{np.mean(peaks):.1f}" if peaks else "-",
                          f'<span class="flag">{flagged}</span>' if flagged else "0"))  # fmt: skip
         headers = [name, "items", "files", "minutes", "mean LUFS", "mean peak dBFS", "flagged"]
-        tables.append(f"<h3>{html.escape(name)}</h3>" + _table(headers, rows, numeric=(1, 2, 3, 4, 5, 6)))
+        tables.append(f"<h3>{html.escape(name)}</h3>" + html_table(headers, rows, numeric=(1, 2, 3, 4, 5, 6)))
     return "".join(tables)
 
 
@@ -238,7 +238,7 @@ def _flagged(records: Sequence[Record]) -> str:
     if not rows:
         return '<p class="ok">No item is silent, clipped or NaN/Inf.</p>'
     more = f'<p class="muted">... and {len(rows) - MAX_FLAGGED_ROWS} more (see the manifest).</p>' if len(rows) > MAX_FLAGGED_ROWS else ""
-    return _table(["file", "why", "prompt"], rows[:MAX_FLAGGED_ROWS]) + more
+    return html_table(["file", "why", "prompt"], rows[:MAX_FLAGGED_ROWS]) + more
 
 
 def pick_samples(records: Sequence[Record], count: int) -> list[Record]:

@@ -26,6 +26,10 @@ class DistContext:
     world_size: int
     local_rank: int
     device: torch.device
+    # Whether init_distributed created the process group: only then does shutdown destroy it. A caller
+    # that runs several jobs in one process (finetune.py evaluate) creates the group once and keeps it,
+    # because torch cannot reliably join a new one there (the rendezvous keys of the old one are reused).
+    owns_group: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -53,11 +57,12 @@ def init_distributed(device: str = "auto", timeout: timedelta | None = None) -> 
         torch_device = torch.device("cuda", local_rank)
     else:
         torch_device = torch.device("cpu")
-    if world_size > 1 and not dist.is_initialized():
+    owns_group = world_size > 1 and not dist.is_initialized()
+    if owns_group:
         dist.init_process_group(
             backend="nccl" if use_cuda else "gloo", device_id=torch_device if use_cuda else None, timeout=timeout
         )
-    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=torch_device)
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=torch_device, owns_group=owns_group)
 
 
 def barrier(ctx: DistContext) -> None:
@@ -89,8 +94,8 @@ def all_gather(ctx: DistContext, value: T) -> list[T]:
 
 
 def shutdown(ctx: DistContext) -> None:
-    """Leave the process group cleanly so torchrun sees a normal exit."""
-    if ctx.world_size > 1 and dist.is_initialized():
+    """Leave the process group this context created, so torchrun sees a normal exit (a caller's group stays)."""
+    if ctx.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 
