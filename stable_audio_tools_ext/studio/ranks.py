@@ -113,7 +113,7 @@ class RankPool:
                 follower.start()
                 outcomes = all_gather(self._ctx, _share(self._loaded, request, self._ctx))
             except RuntimeError as exc:  # a collective failed: a rank has left the job (torch's DistBackendError)
-                self._broken = f"a rank left the studio's torchrun job ({exc}); torchrun stops the job: restart it"
+                self._broken = _left_the_job(exc)
                 raise RankFailure(self._broken) from None
             finally:
                 stop_following.set()
@@ -145,8 +145,13 @@ class RankPool:
                 try:
                     broadcast_from_main(self._ctx, _PING)
                 except RuntimeError as exc:
-                    self._broken = f"a rank left the studio's torchrun job ({exc}); torchrun stops the job: restart it"
+                    self._broken = _left_the_job(exc)
                     return
+
+
+def _left_the_job(exc: RuntimeError) -> str:
+    """Why the pool cannot be used any more, once a collective call has failed."""
+    return f"a rank left the studio's torchrun job ({exc}); torchrun stops the job: restart it"
 
 
 def _follow(output_dir: Path, total: int, on_advance: Advance, stop: threading.Event) -> None:
