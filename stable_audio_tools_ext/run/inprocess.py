@@ -18,7 +18,7 @@ from ..model.spec import ModelSpec
 from ..output.manifest import ManifestWriter, Record, fold_parts
 from ..output.resume import OutputSettings
 from ..tree.conditions import ConditionTreeError, warnings_report
-from ..tree.plan import SamplingDefaults, WorkItem, balanced_order, build_plan, plan_warnings
+from ..tree.plan import MAX_ITEMS_FLAG, SamplingDefaults, WorkItem, balanced_order, build_plan, plan_warnings
 from ..tree.reader import read_condition_file
 from .distributed import shard
 from .job import run_rank
@@ -46,18 +46,21 @@ def plan_tree(
     max_items: int,
     source: str = DEFAULT_SOURCE,
     read_init_audio: bool = True,
+    limit_flag: str = MAX_ITEMS_FLAG,
 ) -> tuple[list[WorkItem], str]:
     """Validate and plan a tree exactly as ``generate.py`` does: its items and its warnings as text.
 
     Problems of the leaves and of the plan (window, item limit, name collisions) are gathered
     together, as the CLI does, so the user sees all of them at once (``ConditionTreeError``). The
     warnings (``warning: tree.yaml:3: a/b: ...`` lines, empty if none) are the ones ``generate.py``
-    prints before a run that goes ahead anyway. ``read_init_audio``: see ``read_condition_file``.
+    prints before a run that goes ahead anyway. ``read_init_audio``: see ``read_condition_file``;
+    ``limit_flag``: the flag that raises ``max_items``, named when a tree is over it.
     """
-    leaves, problems = read_condition_file(tree_file, spec.family.samplers, max_items, read_init_audio)
+    leaves, problems = read_condition_file(tree_file, spec.family.samplers, max_items, read_init_audio, limit_flag)
     problems += model_problems(leaves, spec, defaults.sigma_min) + init_audio_problems(leaves)
     try:
-        items = build_plan(leaves, defaults, spec.window_seconds, AUDIO_FORMAT, source, max_items, spec.geometry)
+        items = build_plan(leaves, defaults, spec.window_seconds, AUDIO_FORMAT, source, max_items, spec.geometry,
+                           limit_flag=limit_flag)
     except ConditionTreeError as exc:
         problems = problems + exc.problems
     if problems:

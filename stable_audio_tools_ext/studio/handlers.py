@@ -34,7 +34,7 @@ from .actions import (
 )
 from .files import confined, new_run_dir, zip_folder
 from .ranks import LocalRunner, RankFailure, Runner
-from .settings import StudioSettings
+from .settings import BATCH_LIMIT_FLAG, StudioSettings
 
 PARAMETER_FIELDS = (
     "prompt", "negative_prompt", "seconds_start", "seconds_total", "seed", "steps", "cfg_scale", "sampler_type",
@@ -200,7 +200,8 @@ class StudioHandlers:
         run_dir = new_run_dir(self.tmp_dir, "batch")
         tree_file = write_tree(text or "", run_dir, self.tmp_dir)
         # A tree sent to the server must not make it open server files (init_audio): it could name any path.
-        items, warnings = plan_tree(tree_file, self.spec, sampling, self.settings.max_batch_items, read_init_audio=False)
+        items, warnings = plan_tree(tree_file, self.spec, sampling, self.settings.max_batch_items, read_init_audio=False,
+                                    limit_flag=BATCH_LIMIT_FLAG)
         return run_dir, items, warnings
 
     def _command_line(self, sampling: SamplingDefaults) -> str:

@@ -15,6 +15,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 # Gradio's file routes, ``/gradio_api/file=<target>`` and the older ``/gradio_api/file/<target>``.
 FILE_ROUTE = re.compile(r"(?:/gradio_api)?/file[=/](?P<target>.*)\Z", re.DOTALL)
 URL_SCHEME = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.-]*:")  # http:, HTTPS:, ftp:, ...: anything that is not a path
+# The server's flag that raises ``max_batch_items``: the batch tab's item-limit message names it.
+BATCH_LIMIT_FLAG = "run_gradio.py --max-batch-items"
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from .conditions import Condition, ConditionTreeError, Problem
 # Seeds derived from (base seed, leaf, k) lie in [0, 2**32): the range upstream's random seeds use.
 DERIVED_SEED_RANGE = 2**32
 DEFAULT_MAX_ITEMS = 1_000_000
+MAX_ITEMS_FLAG = "--max-items"  # what raises the item limit, named in the message (the studio names its own)
 # The noise level an init_audio leaf starts from when it sets none: upstream generate_diffusion_cond's default.
 DEFAULT_INIT_NOISE_LEVEL = 1.0
 
@@ -72,11 +73,13 @@ def build_plan(
     max_items: int = DEFAULT_MAX_ITEMS,
     geometry: LatentGeometry | None = None,
     latent_mode: LatentMode = "auto",
+    limit_flag: str = MAX_ITEMS_FLAG,
 ) -> list[WorkItem]:
     """Expand leaves into work items in document order; raises ``ConditionTreeError`` on any problem.
 
     With the model's ``geometry``, each item gets its latent length (``latent_mode``); without it the
-    engine applies the default ("auto") policy itself.
+    engine applies the default ("auto") policy itself. ``limit_flag`` is what the item-limit message
+    names as raising ``max_items``.
 
     Checks that need the model (the window) or the whole tree (item count, output collisions,
     including names that differ only in case and so collide on case-insensitive filesystems) live
@@ -86,7 +89,9 @@ def build_plan(
     total = sum(leaf.n_samples or defaults.n_samples for leaf in leaves)
     if total > max_items:
         raise ConditionTreeError(
-            [Problem("", f"the tree expands to {total:,} items, more than the limit of {max_items:,}")], source
+            [Problem("", f"the tree expands to {total:,} items, more than the limit of {max_items:,} "
+                         f"(raise it with {limit_flag})")],
+            source,
         )
     items: list[WorkItem] = []
     claimed: dict[str, str] = {}

@@ -18,36 +18,36 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from ..request import InitAudio
-from .conditions import DEFAULTS_KEY, EXTENSION_PREFIX, Condition, ConditionTreeError, Problem, segment_problem
+from .conditions import DEFAULTS_KEY, EXTENSION_PREFIX, Condition, ConditionTreeError, Problem
 from .fields import LEAF_FIELDS, LIST_FIELDS, field_checks, unknown_field_hint
-from .plan import DEFAULT_MAX_ITEMS
-from .reserved import reserved_branch_problem
+from .leaf_count import Edge, LeafCount
+from .plan import DEFAULT_MAX_ITEMS, MAX_ITEMS_FLAG
+from .shape import Shape, children, entry_shape, mapping_shape
 from .sweep_reader import SweepReader
-from .sweeps import SWEEP_KEYS, combination_count
-from .yaml_nodes import YamlNodes, is_safe, join, kind_of, line_of
-
-MappingKind = Literal["leaf", "branch", "invalid"]
-
-
-class _TooManyLeaves(Exception):
-    """Ends the walk once it has counted more leaves than the item limit (the problem is reported)."""
+from .sweeps import SWEEP_KEYS
+from .yaml_nodes import YamlNodes, join, kind_of, line_of
 
 
 def read_condition_file(
-    path: str | Path, known_samplers: Collection[str], max_items: int = DEFAULT_MAX_ITEMS, read_init_audio: bool = True
+    path: str | Path,
+    known_samplers: Collection[str],
+    max_items: int = DEFAULT_MAX_ITEMS,
+    read_init_audio: bool = True,
+    limit_flag: str = MAX_ITEMS_FLAG,
 ) -> tuple[list[Condition], list[Problem]]:
     """Read a condition tree file: its valid leaves and every problem found (nothing raised).
 
     Callers that check more (the model's window, output collisions) add their problems to these,
     so that a user sees everything wrong with a tree in one run. A tree with more than ``max_items``
-    leaves is given up on as soon as the walk gets there, with no leaves (see ``TreeReader``). With
-    ``read_init_audio`` false, a leaf naming an ``init_audio`` file is a problem and no file is opened
-    (the studio: a tree sent over the network must not make the server read its files).
+    leaves is refused before any is built, with no leaves (see ``TreeReader``); the message names
+    ``limit_flag`` as what raises the limit. With ``read_init_audio`` false, a leaf naming an
+    ``init_audio`` file is a problem and no file is opened (the studio: a tree sent over the network
+    must not make the server read its files).
     """
     path = Path(path)
     try:
@@ -60,7 +60,7 @@ def read_condition_file(
         return [], [Problem("", f"not UTF-8 text ({exc.reason})")]
     problems: list[Problem] = []
     base_dir = path.parent if read_init_audio else None
-    return TreeReader(text, known_samplers, problems, max_items, base_dir).leaves(), problems
+    return TreeReader(text, known_samplers, problems, max_items, base_dir, limit_flag).leaves(), problems
 
 
 def parse_condition_tree(
@@ -69,13 +69,14 @@ def parse_condition_tree(
     source: str = "<yaml>",
     max_items: int = DEFAULT_MAX_ITEMS,
     base_dir: Path | None = None,
+    limit_flag: str = MAX_ITEMS_FLAG,
 ) -> list[Condition]:
     """Validate YAML text into leaves in document order; raises ``ConditionTreeError``.
 
     ``init_audio`` paths are relative to ``base_dir``; without one, init audio is refused.
     """
     problems: list[Problem] = []
-    leaves = TreeReader(text, known_samplers, problems, max_items, base_dir).leaves()
+    leaves = TreeReader(text, known_samplers, problems, max_items, base_dir, limit_flag).leaves()
     if problems:
         raise ConditionTreeError(problems, source)
     return leaves
@@ -85,12 +86,13 @@ class TreeReader:
     """Walks one document's branches once, inheriting ``_defaults`` and checking every leaf.
 
     YAML aliases let a small file name the same mapping many times over (ten levels of ten aliases
-    are 10^10 leaves in a few hundred bytes), so the walk counts the leaves it reaches and stops at
-    ``max_items``, before it has built more than that many. It counts leaves, not items: a leaf's
-    item count is its ``n_samples``, which may come from the command line, unknown here - but every
-    leaf makes at least one item, so more leaves than the item limit is already too many items.
-    ``plan.build_plan`` checks the exact item count of a tree that passes. Entries that fail to be
-    leaves (reported) count too, so that a bomb of broken leaves cannot flood the report either.
+    are 10^10 leaves in a few hundred bytes), so before walking, ``LeafCount`` counts the leaves on
+    the node graph, each mapping once, and a tree with more than ``max_items`` is refused there.
+    It counts leaves, not items: a leaf's item count is its ``n_samples``, which may come from the
+    command line, unknown here - but every leaf makes at least one item, so more leaves than the
+    item limit is already too many items. ``plan.build_plan`` checks the exact item count of a tree
+    that passes. Entries that fail to be leaves (reported) count too, so that a bomb of broken
+    leaves cannot flood the report either.
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class TreeReader:
         problems: list[Problem],
         max_items: int = DEFAULT_MAX_ITEMS,
         base_dir: Path | None = None,
+        limit_flag: str = MAX_ITEMS_FLAG,
     ) -> None:
         self._text = text
         self._base_dir = base_dir
@@ -107,8 +110,9 @@ class TreeReader:
         self._checks = field_checks(known_samplers)
         self.problems = problems
         self._max_leaves = max_items
-        self._counted = 0
+        self._limit_flag = limit_flag
         self._nodes: YamlNodes
+        self._recursive: set[Edge] = set()
 
     def leaves(self) -> list[Condition]:
         """Every valid leaf in document order (problems, if any, are in ``problems``)."""
@@ -124,64 +128,23 @@ class TreeReader:
             if not isinstance(root, yaml.MappingNode):
                 self._nodes.report("", f"the root must be a mapping of names, got {kind_of(root)}", root)
                 return []
-            if self._classify(root, ()) == "leaf":
+            shape = mapping_shape(self._nodes, root, ())
+            if shape.kind == "leaf":
                 self._nodes.report(
                     "", "the root is a single leaf without a name; put it under a name, e.g. 'sample-1:'", root
                 )
                 return []
-            return list(self._branch(root, (), {}, frozenset({id(root)})))
-        except _TooManyLeaves:
-            return []  # nothing is built from a tree that is too big
+            if shape.problem is not None:
+                self._report(shape, ())
+            count = LeafCount(self._nodes)
+            total = count.branch(root, ())
+            if total > self._max_leaves:
+                self._too_many(count, root, total)
+                return []  # nothing is built from a tree that is too big
+            self._recursive = count.recursive
+            return list(self._branch(root, (), {}))
         finally:
             self._nodes.close()
-
-    def _classify(self, node: yaml.MappingNode, path: tuple[str, ...]) -> MappingKind:
-        """'leaf' (all values scalar), 'branch' (all mappings), or 'invalid' (reported)."""
-        self._nodes.prepare(node, path)
-        kinds: dict[str, list[str]] = {"scalar": [], "mapping": [], "list": [], "sweep": []}
-        for key_node, value_node in node.value:
-            name = str(getattr(key_node, "value", "?"))
-            if name == DEFAULTS_KEY or (not path and name.startswith(EXTENSION_PREFIX)):
-                continue
-            if not is_safe(value_node):
-                self._nodes.report(
-                    join(path, name),
-                    f"YAML tag {value_node.tag!r} is not allowed (trees are read with the safe loader)",
-                    value_node,
-                )
-                return "invalid"
-            if name in SWEEP_KEYS:
-                kinds["sweep"].append(name)
-            elif isinstance(value_node, yaml.MappingNode):
-                kinds["mapping"].append(name)
-            elif isinstance(value_node, yaml.SequenceNode) and name not in LIST_FIELDS:
-                kinds["list"].append(name)
-            else:
-                kinds["scalar"].append(name)
-        if kinds["list"]:
-            self._nodes.report(
-                join(path),
-                f"lists are not supported ({', '.join(kinds['list'])}): "
-                "expected a leaf (fields like prompt: ...) or named sub-branches",
-                node,
-            )
-            return "invalid"
-        leaf_keys = kinds["scalar"] + kinds["sweep"]
-        if leaf_keys and kinds["mapping"]:
-            self._nodes.report(
-                join(path),
-                f"mixes leaf fields ({', '.join(leaf_keys)}) with sub-branches "
-                f"({', '.join(kinds['mapping'])}); a mapping is either a leaf or a branch "
-                f"(shared fields go under '{DEFAULTS_KEY}:')",
-                node,
-            )
-            return "invalid"
-        if leaf_keys:
-            return "leaf"
-        if kinds["mapping"]:
-            return "branch"
-        self._nodes.report(join(path), "empty mapping: expected a leaf with a prompt, or sub-branches", node)
-        return "invalid"
 
     def _fields(self, node: yaml.MappingNode, path: tuple[str, ...], what: str) -> dict[str, Any]:
         """Validated field values of a leaf or ``_defaults`` mapping (``None`` where set to null)."""
@@ -210,13 +173,10 @@ class TreeReader:
             return None, f"expected a single value, got {kind_of(node)}"
         return self._checks[key](self._nodes.scalar(node, path))
 
-    def _branch(
-        self, node: yaml.MappingNode, path: tuple[str, ...], inherited: dict[str, Any], ancestors: frozenset[int]
-    ) -> Iterator[Condition]:
-        """The leaves below ``node``; ``ancestors`` are the ids of the mappings on the path to it."""
-        entries = self._nodes.entries(node, path)
+    def _branch(self, node: yaml.MappingNode, path: tuple[str, ...], inherited: dict[str, Any]) -> Iterator[Condition]:
+        """The leaves below ``node``, not following the entries the count found to be recursive aliases."""
         defaults = dict(inherited)
-        for key, _, value_node in entries:
+        for key, _, value_node in self._nodes.entries(node, path):
             if key != DEFAULTS_KEY:
                 continue
             if isinstance(value_node, yaml.MappingNode):
@@ -225,62 +185,36 @@ class TreeReader:
                 self._nodes.report(
                     join(path, DEFAULTS_KEY), f"expected a mapping of fields, got {kind_of(value_node)}", value_node
                 )
-        for key, key_node, value_node in entries:
-            if key == DEFAULTS_KEY or (not path and key.startswith(EXTENSION_PREFIX)):
-                continue
+        for key, key_node, value_node in children(self._nodes, node, path):
             child = path + (key,)
-            kind = self._child_kind(child, key_node, value_node, ancestors)
-            if kind == "branch":
-                yield from self._branch(value_node, child, defaults, ancestors | {id(value_node)})
-                continue
-            if kind == "leaf":
+            shape = entry_shape(self._nodes, child, key_node, value_node, (id(node), key) in self._recursive)
+            if shape.kind == "branch":
+                yield from self._branch(value_node, child, defaults)
+            elif shape.kind == "leaf":
                 yield from self._leaves(value_node, child, defaults)
             else:
-                self._count_leaf(child, value_node)
+                self._report(shape, child)
 
-    def _child_kind(
-        self, path: tuple[str, ...], key_node: yaml.Node, node: yaml.Node, ancestors: frozenset[int]
-    ) -> MappingKind:
-        """What the entry at ``path`` is; 'invalid' (reported) for anything that cannot be walked."""
-        bad_name = segment_problem(path[-1])
-        if bad_name is not None:
-            self._nodes.report(join(path), bad_name, key_node)
-            return "invalid"
-        if not isinstance(node, yaml.MappingNode):
-            self._nodes.report(
-                join(path), f"expected a leaf (a mapping with prompt: ...) or sub-branches, got {kind_of(node)}", node
-            )
-            return "invalid"
-        if id(node) in ancestors:
-            self._nodes.report(join(path), "recursive alias: this mapping contains itself, so the tree never ends", node)
-            return "invalid"
-        kind = self._classify(node, path)
-        reserved = reserved_branch_problem(path[-1], top_level=len(path) == 1) if kind == "branch" else None
-        if reserved is not None:
-            self._nodes.report(join(path), reserved, key_node)
-            return "invalid"
-        return kind
+    def _report(self, shape: Shape, path: tuple[str, ...]) -> None:
+        """Report why the mapping or entry at ``path`` cannot be walked."""
+        assert shape.problem is not None and shape.at is not None  # an 'invalid' shape always says why
+        self._nodes.report(join(path, shape.key), shape.problem, shape.at)
 
-    def _count_leaf(self, path: tuple[str, ...], node: yaml.Node, leaves: int = 1, sweep_size: int = 0) -> None:
-        """Count more leaves (or one failed leaf); past the limit, report where and end the walk.
-
-        A sweep counts all its combinations at once, from the lengths of its lists, before any is built.
-        """
-        self._counted += leaves
-        if self._counted > self._max_leaves:
-            limit = f"{self._max_leaves:,}"
-            what = f"this sweep makes {sweep_size:,} leaves, and " if sweep_size else ""
-            self._nodes.report(
-                join(path),
-                f"stopped reading here: {what}the tree has more than {limit} leaves (an alias counts once per use), "
-                f"and every leaf makes at least one item, so it exceeds the limit of {limit} items",
-                node,
-            )
-            raise _TooManyLeaves
+    def _too_many(self, count: LeafCount, root: yaml.MappingNode, total: int) -> None:
+        """Report the tree as too big, at the entry where a count in document order passes the limit."""
+        crossing = count.crossing(root, self._max_leaves)
+        limit = f"{self._max_leaves:,}"
+        sweep = f"this sweep makes {crossing.leaves:,} leaves, and " if crossing.leaves > 1 else ""
+        self._nodes.report(
+            join(crossing.path),
+            f"too many leaves: {sweep}the tree makes {total:,} leaves (an alias counts once per use) and passes "
+            f"{limit} here; every leaf makes at least one item, so the tree exceeds the limit of {limit} items "
+            f"(raise it with {self._limit_flag})",
+            crossing.node,
+        )
 
     def _leaves(self, node: yaml.MappingNode, path: tuple[str, ...], inherited: dict[str, Any]) -> Iterator[Condition]:
         """The leaf at ``path``: one condition, or one per combination of its ``_sweep``/``_zip``."""
-        self._count_leaf(path, node)
         known_problems = len(self.problems)
         entries = {key: (key_node, value_node) for key, key_node, value_node in self._nodes.entries(node, path)}
         sweep = self._sweeps.read(entries, path)
@@ -298,8 +232,6 @@ class TreeReader:
             if leaf is not None:
                 yield leaf
             return
-        size = combination_count(sweep.axes)
-        self._count_leaf(path, node, size - 1, sweep_size=size)  # one was counted on the way in
         field_nodes = {key: value_node for key, (_, value_node) in entries.items()}
         for combination in self._sweeps.expand(sweep, path, values, field_nodes):
             leaf = self._condition(path + (combination.name,), combination.values, combination.variables, node, entries)

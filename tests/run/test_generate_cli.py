@@ -149,11 +149,11 @@ def test_bad_trees_exit_2_naming_the_yaml_path(small_hub, tmp_path, capsys, tree
     expect_usage_error(tmp_path, capsys, ["--cond-yaml-path", str(write(tmp_path, tree))], message)
 
 
-def test_an_alias_bomb_stops_at_max_items(small_hub, tmp_path, capsys) -> None:
+def test_an_alias_bomb_is_refused_naming_max_items(small_hub, tmp_path, capsys) -> None:
     tree = write(tmp_path, alias_bomb(levels=10, width=10))  # 10^10 leaves in about a kilobyte
     args = ["--cond-yaml-path", str(tree), "--max-items", "50"]
-    err = expect_usage_error(tmp_path, capsys, args, "tree.yaml:1: top/a0/a0/a0/a0/a0/a0/a0/a0/a5/a0: stopped reading here")
-    assert "more than 50 leaves" in err and "limit of 50 items" in err
+    err = expect_usage_error(tmp_path, capsys, args, "tree.yaml:1: top/a0/a0/a0/a0/a0/a0/a0/a0/a5/a0: too many leaves")
+    assert "makes 10,000,000,000 leaves" in err and "limit of 50 items (raise it with --max-items)" in err
 
 
 NEGATIVE_WITHOUT_GUIDANCE = "kit:\n  kick: {prompt: kick, seconds_total: 1, negative_prompt: hum}\n  snare: {prompt: snare, seconds_total: 1}\n"

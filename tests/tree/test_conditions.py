@@ -15,6 +15,7 @@ from stable_audio_tools_ext.run.progress import PROGRESS_DIRNAME
 from stable_audio_tools_ext.tree.conditions import ConditionTreeError, Problem
 from stable_audio_tools_ext.tree.reader import parse_condition_tree, read_condition_file
 from stable_audio_tools_ext.tree.reserved import reserved_branch_problem, split_config_name
+from stable_audio_tools_ext.tree.yaml_nodes import YamlNodes
 from tests.conftest import REPO_ROOT
 from tests.trees import SEED_DOCUMENT_TREE, alias_bomb
 
@@ -152,29 +153,109 @@ def test_reading_a_file_keeps_the_valid_leaves_beside_the_problems(tmp_path) -> 
     assert [p.yaml_path for p in problems] == ["a/bad/steps"]
 
 
-# Aliases: counted as they expand -----------------------------------------------------------------
+# Aliases: counted on the node graph before anything is built -------------------------------------
 
 
-def test_an_alias_bomb_stops_at_the_item_limit_naming_where(tmp_path) -> None:
+@pytest.fixture
+def mapping_reads(monkeypatch) -> list[int]:
+    """Counts the reader's reads of a mapping's entries, failing the test past 1,000 of them.
+
+    Every bomb below has fewer than 100 mappings; a reader that expands aliases before it counts
+    reads the same mappings millions of times (and with the limits used here would never finish).
+    """
+    reads = [0]
+    read_entries = YamlNodes.entries
+
+    def counted(self, node, path):
+        reads[0] += 1
+        assert reads[0] <= 1000, "the reader reads the same mappings over and over: it expands aliases"
+        return read_entries(self, node, path)
+
+    monkeypatch.setattr(YamlNodes, "entries", counted)
+    return reads
+
+
+def test_an_alias_bomb_is_refused_before_any_leaf_is_built_naming_where(tmp_path, mapping_reads) -> None:
     tree = tmp_path / "bomb.yaml"
-    tree.write_text(alias_bomb(levels=10, width=10))  # 10^10 leaves: only an early stop can finish
+    tree.write_text(alias_bomb(levels=10, width=10))  # 10^10 leaves in about a kilobyte
     assert len(tree.read_bytes()) < 1200
     leaves, problems = read_condition_file(tree, SAMPLER_NAMES, max_items=1000)
     assert leaves == []  # nothing is built from a tree that is too big
     (problem,) = problems
     # The 1,001st leaf in document order: its index 1000 spelled in base 10 over the ten levels.
-    assert problem.yaml_path == "top/a0/a0/a0/a0/a0/a0/a1/a0/a0/a0"
-    assert "more than 1,000 leaves" in problem.message and "limit of 1,000 items" in problem.message
-    assert problem.line == 1  # where the repeated leaf is written
+    assert problem.render("bomb.yaml") == (
+        "bomb.yaml:1: top/a0/a0/a0/a0/a0/a0/a1/a0/a0/a0: too many leaves: the tree makes 10,000,000,000 leaves (an "
+        "alias counts once per use) and passes 1,000 here; every leaf makes at least one item, so the tree exceeds "
+        "the limit of 1,000 items (raise it with --max-items)"
+    )  # the line is where the repeated leaf is written
+    assert mapping_reads[0] < 100
+
+
+def _merge_bomb(levels: int, width: int) -> str:
+    """``alias_bomb``'s tree with every level's entries brought in by a merge key (``<<:``) only."""
+    lines = ["x-l0: &l0 {prompt: boom}"]
+    for level in range(1, levels + 1):
+        entries = ", ".join(f"a{i}: *l{level - 1}" for i in range(width))
+        lines.append(f"x-l{level}: &l{level} {{<<: [{{{entries}}}]}}")
+    return "\n".join(lines) + f"\ntop: *l{levels}\n"
+
+
+def _sweep_bomb(variables: int) -> str:
+    """One leaf whose ``_sweep`` names the same 100-value list ``variables`` times: 100**variables leaves."""
+    values = "[" + ", ".join(map(str, range(100))) + "]"
+    swept = ", ".join(f"v{i}: *v" for i in range(variables))
+    return f"x-v: &v {values}\nkit:\n  hits: {{_sweep: {{{swept}}}, prompt: x}}\n"
+
+
+def _swept_leaf_bomb(levels: int) -> str:
+    """``alias_bomb`` over a leaf that is itself a 10-combination sweep: 10**(levels + 1) leaves."""
+    return alias_bomb(levels, 10).replace("{prompt: boom}", "{prompt: boom, _sweep: {g: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]}}")
+
+
+ZEROS = "/a0" * 25
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "what"),
+    [
+        (alias_bomb(levels=30, width=10), f"top/a0/a0/a0/a0/a1{ZEROS}", "the tree makes 1" + ",000" * 10),
+        (_merge_bomb(levels=30, width=10), f"top/a0/a0/a0/a0/a1{ZEROS}", "the tree makes 1" + ",000" * 10),
+        (_sweep_bomb(variables=15), "kit/hits", "this sweep makes 1" + ",000" * 10 + " leaves, and the tree makes"),
+        (_swept_leaf_bomb(levels=29), "top/a0/a0/a0/a0/a1" + "/a0" * 24, "this sweep makes 10 leaves"),
+        (alias_bomb(levels=30, width=10).replace("top: *l30", "a: &a {loop: *a, big: *l30}"),
+         "a/big/a0/a0/a0/a0/a0" + "/a9" * 25, "the tree makes 1" + ",000" * 9 + ",001"),  # the loop counts once
+    ],
+    ids=["mappings", "merge-keys", "sweep-lists", "swept-leaves", "with-a-recursive-alias"],
+)
+def test_alias_bombs_of_every_shape_are_refused_without_expanding_them(mapping_reads, text, where, what) -> None:
+    # 10^30 leaves against a limit of 10^25: a reader that walked them, even only up to the limit, would never end.
+    (problem,) = problems_of(text, max_items=10**25)
+    assert f": {where}: too many leaves: " in problem and what in problem and "(raise it with --max-items)" in problem
+    assert mapping_reads[0] < 1000
+
+
+def test_lists_built_from_nested_aliases_are_reported_not_expanded() -> None:
+    # 10^30 scalars in a list of lists of lists...: anything that walked into them would never end.
+    lines = ["x-s0: &s0 [" + ", ".join(["boom"] * 10) + "]"]
+    lines += [f"x-s{i}: &s{i} [" + ", ".join([f"*s{i - 1}"] * 10) + "]" for i in range(1, 31)]
+    leaves = ["a: *s30", "b: {c: *s30}", "d: {e: {prompt: *s30}}", "f: {g: {prompt: x, cfg_interval: *s30}}",
+              "h: {i: {prompt: x, _sweep: {cfg_interval: *s30}}}", "j: {k: {prompt: x, _sweep: {v: *s30}}}"]  # fmt: skip
+    rendered = problems_of("\n".join(lines + leaves) + "\n", max_items=10**25)
+    reported = {line.split(": ", 2)[1] for line in rendered}
+    assert {"<root>", "a", "b", "d/e", "f/g/cfg_interval[0]", "h/i/_sweep/cfg_interval[9][0]", "j/k/_sweep/v[9]"} <= reported
+    assert all("expected" in line for line in rendered)
 
 
 def test_the_item_limit_counts_leaves_not_distinct_nodes() -> None:
     assert len(parse(alias_bomb(levels=2, width=10), max_items=100)) == 100  # exactly at the limit: fine
-    with pytest.raises(ConditionTreeError, match="more than 99 leaves"):
+    with pytest.raises(ConditionTreeError, match="makes 100 leaves .* and passes 99 here"):
         parse(alias_bomb(levels=2, width=10), max_items=99)
     broken = "x-bad: &bad {seconds_total: 1}\nx-l1: &l1 {a: *bad, b: *bad, c: *bad}\ntop: {a: *l1, b: *l1}\n"
-    rendered = problems_of(broken, max_items=4)  # broken leaves count too: a bomb of them stops as early
-    assert len(rendered) == 5 and "top/b/b: stopped reading here" in rendered[-1]
+    # Broken leaves count too: a bomb of them is refused as early, before any is reported.
+    assert [line.split(": ")[1:] for line in problems_of(broken, max_items=6)] == [
+        [f"top/{i}/{j}", "leaf has no 'prompt' (every leaf needs the text to generate)"] for i in "ab" for j in "abc"]
+    (refused,) = problems_of(broken, max_items=4)
+    assert refused.startswith("tree.yaml:1: top/b/b: too many leaves: the tree makes 6 leaves")
 
 
 def test_merge_keys_keep_one_entry_per_key_however_often_merged() -> None:

@@ -138,9 +138,9 @@ def test_the_item_limit_counts_a_sweep_before_building_it() -> None:
     values = "[" + ", ".join(str(i) for i in range(100)) + "]"
     tree = f"x-v: &v {values}\na:\n  b: {{_sweep: {{g: *v, h: *v, i: *v}}, prompt: x}}\n"
     rendered = problems_of(tree, max_items=1000)
-    assert rendered == ["tree.yaml:3: a/b: stopped reading here: this sweep makes 1,000,000 leaves, and the tree has "
-                        "more than 1,000 leaves (an alias counts once per use), and every leaf makes at least one "
-                        "item, so it exceeds the limit of 1,000 items"]  # fmt: skip
+    assert rendered == ["tree.yaml:3: a/b: too many leaves: this sweep makes 1,000,000 leaves, and the tree makes "
+                        "1,000,000 leaves (an alias counts once per use) and passes 1,000 here; every leaf makes at "
+                        "least one item, so the tree exceeds the limit of 1,000 items (raise it with --max-items)"]  # fmt: skip
     assert len(parse(tree.replace("i: *v", "i: [1]"), max_items=10_000)) == 10_000
 
 
