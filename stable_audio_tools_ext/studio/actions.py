@@ -30,6 +30,7 @@ from ..run.outputs import written_seconds
 from ..run.views import output_tree
 from ..tree.conditions import segment_problem
 from ..tree.plan import WorkItem
+from ..tree.sweeps import literal
 from .files import confined
 from .ranks import Runner
 
@@ -75,11 +76,12 @@ def audition_tree(audition: Audition, seed: int, variations: int, name: str = "a
 
     Every field is written out, none left to command-line defaults, so the tree means the same to
     ``generate.py`` whatever flags it is run with (besides the model, ``--clip-length`` and the
-    sigma range, which leaves cannot set).
+    sigma range, which leaves cannot set). The prompts are written as literal text: a brace typed in
+    the page is doubled, since a tree's prompts are templates.
     """
-    leaf: dict[str, Any] = {"prompt": audition.prompt}
+    leaf: dict[str, Any] = {"prompt": literal(audition.prompt)}
     if audition.negative_prompt:
-        leaf["negative_prompt"] = audition.negative_prompt
+        leaf["negative_prompt"] = literal(audition.negative_prompt)
     leaf.update(
         seconds_start=float(audition.seconds_start),
         seconds_total=float(audition.seconds_total),

@@ -29,7 +29,7 @@ from .leaf_count import Edge, LeafCount
 from .plan import DEFAULT_MAX_ITEMS, MAX_ITEMS_FLAG
 from .shape import Shape, children, entry_shape, mapping_shape
 from .sweep_reader import SweepReader
-from .sweeps import SWEEP_KEYS
+from .sweeps import SWEEP_KEYS, filled_without_variables
 from .yaml_nodes import YamlNodes, join, kind_of, line_of
 
 
@@ -214,26 +214,37 @@ class TreeReader:
         )
 
     def _leaves(self, node: yaml.MappingNode, path: tuple[str, ...], inherited: dict[str, Any]) -> Iterator[Condition]:
-        """The leaf at ``path``: one condition, or one per combination of its ``_sweep``/``_zip``."""
+        """The leaf at ``path``: one condition, or one per combination of its ``_sweep``/``_zip``.
+
+        Every problem of the leaf is reported, and then it makes no leaves: a sweep with a bad value is
+        still expanded without it, for the problems of its combinations (names, filled-in text).
+        """
         known_problems = len(self.problems)
         entries = {key: (key_node, value_node) for key, key_node, value_node in self._nodes.entries(node, path)}
+        field_nodes = {key: value_node for key, (_, value_node) in entries.items()}
         sweep = self._sweeps.read(entries, path)
         values = {**inherited, **self._fields(node, path, "leaf")}
-        has_prompt = "prompt" in values or (sweep is not None and "prompt" in sweep.variables)
+        has_prompt = "prompt" in values or (sweep is not None and "prompt" in sweep.declared)
         if not has_prompt and not any(p.yaml_path == join(path, "prompt") for p in self.problems[known_problems:]):
             hint = ""
             if any(name.startswith(EXTENSION_PREFIX) for name in path[1:]):
                 hint = f"; keys starting with '{EXTENSION_PREFIX}' are ignored only at the top level"
             self._nodes.report(join(path), f"leaf has no 'prompt' (every leaf needs the text to generate){hint}", node)
-        if len(self.problems) > known_problems:
-            return  # only leaves without problems go on to the checks that need the model
+        values = self._sweeps.templates(values, sweep, path, field_nodes, node)
         if sweep is None:
-            leaf = self._condition(path, values, {}, node, entries)
-            if leaf is not None:
-                yield leaf
+            if len(self.problems) == known_problems:  # only leaves without problems go on to the model's checks
+                leaf = self._condition(path, filled_without_variables(values), {}, node, entries)
+                if leaf is not None:
+                    yield leaf
             return
-        field_nodes = {key: value_node for key, (_, value_node) in entries.items()}
-        for combination in self._sweeps.expand(sweep, path, values, field_nodes):
+        if not sweep.expandable:
+            return
+        combinations = self._sweeps.expand(sweep, path, values, field_nodes)
+        if len(self.problems) > known_problems:
+            for _ in combinations:  # reports the combinations' own problems; none of them is a leaf
+                pass
+            return
+        for combination in combinations:
             leaf = self._condition(path + (combination.name,), combination.values, combination.variables, node, entries)
             if leaf is not None:
                 yield leaf

@@ -3,7 +3,9 @@
 A leaf with a sweep stands for one leaf per combination of its variables. A variable named like a
 leaf field sets that field; any other name is a template variable. ``prompt``, ``negative_prompt``
 and ``init_audio`` (the ``TEMPLATE_FIELDS``) may use ``{name}`` placeholders, filled with Python's
-``str.format`` (so ``{cfg_scale:g}`` works and a literal brace is written ``{{``). Each combination
+``str.format`` (so ``{cfg_scale:g}`` works and a literal brace is written ``{{``). Those fields are
+templates in every leaf, swept or not, so that ``{{`` means one brace everywhere; a plain leaf has no
+variables to fill in (``filled_without_variables``). Each combination
 becomes a child leaf named by the ``_name`` template or, without one, by its values joined with
 ``-``: the leaf ``drums/loops`` with ``genre: [techno, jazz]`` gives ``drums/loops/techno`` and
 ``drums/loops/jazz``. Seeds are derived from that path, so adding a value to a sweep leaves every
@@ -16,7 +18,6 @@ nodes and reports problems with their lines.
 from __future__ import annotations
 
 import itertools
-import math
 import re
 import string
 from collections.abc import Iterator, Mapping, Sequence
@@ -47,11 +48,6 @@ def variable_name_problem(name: str) -> str | None:
     return None
 
 
-def combination_count(axes: Sequence[Axis]) -> int:
-    """How many leaves the axes make: the product of their lengths (computed without building any)."""
-    return math.prod(len(axis.rows) for axis in axes)
-
-
 def combinations(axes: Sequence[Axis]) -> Iterator[dict[str, Any]]:
     """Every combination as ``{variable: value}``; the first axis varies slowest (``itertools.product``)."""
     for rows in itertools.product(*(axis.rows for axis in axes)):
@@ -75,6 +71,20 @@ def unknown_placeholders(template: str, variables: Sequence[str]) -> list[str]:
 def fill(template: str, values: Mapping[str, Any]) -> str:
     """The template with its placeholders replaced; raises ``ValueError`` when a format spec does not fit."""
     return template.format_map(values)
+
+
+def literal(text: str) -> str:
+    """A template that fills to ``text`` itself: its braces doubled (for trees written from typed-in text)."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def filled_without_variables(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain leaf's field values with its templates filled: only ``{{`` and ``}}`` change, to one brace.
+
+    Its templates must name no placeholder (a plain leaf has no variables: ``sweep_reader`` checks).
+    """
+    return {name: fill(value, {}) if name in TEMPLATE_FIELDS and isinstance(value, str) else value
+            for name, value in values.items()}  # fmt: skip
 
 
 def default_name(values: Mapping[str, Any]) -> str:

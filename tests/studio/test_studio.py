@@ -6,6 +6,7 @@ model, and drive it with ``gradio_client`` as a script would.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -103,6 +104,10 @@ def test_exported_yaml_plans_to_exactly_the_auditioned_requests(small_model) -> 
     assert [item.request for item in items] == expected
     assert [item.relpath for item in items] == [f"sfx/rain/heavy_item-{k}.wav" for k in (1, 2, 3)]
     assert "--clip-length" in text and f"--revision {spec.revision}" in text and "--precision fp32" in text
+    braced = dataclasses.replace(AUDITION, prompt="a {door} slams", negative_prompt="{{music}}")
+    (leaf,) = parse_condition_tree(tree_yaml(audition_tree(braced, seed=41, variations=1), small_model),
+                                   spec.family.samplers)  # fmt: skip
+    assert (leaf.prompt, leaf.negative_prompt) == ("a {door} slams", "{{music}}")  # typed text is not a template
 
 
 def test_leaf_names_must_be_usable_as_paths() -> None:

@@ -77,8 +77,89 @@ def test_default_names_are_readable_and_templates_take_format_specs_and_literal_
     assert leaves[0].prompt == "hip hop {live} at cfg 3.5" and leaves[0].cfg_interval == (0.0, 0.5)
 
 
-def test_prompts_outside_sweeps_keep_their_braces() -> None:
-    assert parse("a: {prompt: 'a {literal} prompt'}\n")[0].prompt == "a {literal} prompt"
+def test_every_leaf_fills_its_templates_so_a_double_brace_is_one_brace_everywhere() -> None:
+    plain, swept = parse(
+        """
+        plain: {prompt: "a {{live}} beat", negative_prompt: "no {{x}}"}
+        swept: {_sweep: {g: [jazz]}, prompt: "a {g} {{live}} beat", negative_prompt: "no {{x}}"}
+        """
+    )
+    assert (plain.prompt, plain.negative_prompt) == ("a {live} beat", "no {x}")
+    assert (swept.prompt, swept.negative_prompt) == ("a jazz {live} beat", "no {x}")
+
+
+def test_a_placeholder_in_a_leaf_without_a_sweep_is_a_problem_at_its_line_and_path() -> None:
+    rendered = problems_of(
+        """
+        loops:
+          _defaults: {prompt: "a {genre} beat", seconds_total: 4}
+          swept: {_sweep: {genre: [jazz, techno]}}
+          plain: {seconds_total: 2}
+        fx:
+          door: {prompt: "a {door} slams"}
+          brace: {prompt: "a { brace"}
+        """
+    )
+    no_sweep = "this leaf has no '_sweep' or '_zip' whose variables could fill it; write '{{' and '}}' for literal braces"
+    assert rendered == [
+        f"tree.yaml:5: loops/plain/prompt: unknown placeholder {{genre}} in 'a {{genre}} beat': {no_sweep}; the "
+        "prompt comes from '_defaults'",
+        f"tree.yaml:7: fx/door/prompt: unknown placeholder {{door}} in 'a {{door}} slams': {no_sweep}",
+        "tree.yaml:8: fx/brace/prompt: invalid template 'a { brace': expected '}' before end of string (write '{{' "
+        "and '}}' for literal braces)",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("leaf", "expected"),
+    [
+        ("{_sweep: {cfg_scale: [7, 7.0]}, prompt: x}", "a/b/_sweep/cfg_scale[1]: 7.0 is the same cfg_scale as 7 at [0]"),
+        ("{_sweep: {seconds_total: [2, 3, 2.0]}, prompt: x}", "a/b/_sweep/seconds_total[2]: 2.0 is the same "
+         "seconds_total as 2 at [0], so both would make the same leaves; keep one"),  # fmt: skip
+        ("{_sweep: {cfg_interval: [[0, 1], [0.0, 1.0]]}, prompt: x}", "a/b/_sweep/cfg_interval[1]: [0.0, 1.0] is the same"),
+        ("{_sweep: {g: [a, b, a]}, prompt: '{g}'}", "a/b/_sweep/g[2]: 'a' is the same g as 'a' at [0]"),
+        ("{_zip: {cfg_scale: [7, 5, 7.0], steps: [10, 10, 10]}, prompt: x}", "a/b/_zip: position [2] (cfg_scale=7.0, "
+         "steps=10) is the same as position [0], so both would make the same leaves; keep one"),  # fmt: skip
+    ],
+)
+def test_sweep_values_that_make_the_same_leaves_are_reported_where_they_repeat(leaf: str, expected: str) -> None:
+    (problem,) = problems_of(f"a:\n  b: {leaf}\n")
+    assert problem.startswith("tree.yaml:2: ") and expected in problem
+
+
+def test_values_alike_only_as_numbers_stay_apart_where_they_read_differently() -> None:
+    leaves = parse("a: {_sweep: {n: [7, 7.0]}, prompt: '{n} hits'}\nb: {_zip: {cfg_scale: [7, 7.0], steps: [1, 2]}, prompt: x}\n")
+    assert [(leaf.name, leaf.prompt) for leaf in leaves[:2]] == [("a/7", "7 hits"), ("a/7.0", "7.0 hits")]
+    assert [(leaf.name, leaf.cfg_scale, leaf.steps) for leaf in leaves[2:]] == [("b/7-1", 7.0, 1), ("b/7.0-2", 7.0, 2)]
+
+
+def test_one_problem_in_a_sweep_hides_no_other_of_the_same_leaf() -> None:
+    # The issue's leaf: a bad value and an unknown placeholder, both reported.
+    assert problems_of('a:\n  b: {_sweep: {cfg_scale: [4, "x"]}, prompt: "{nope} loop"}\n') == [
+        "tree.yaml:2: a/b/_sweep/cfg_scale[1]: expected a finite number, got str 'x'",
+        "tree.yaml:2: a/b/prompt: unknown placeholder {nope} in '{nope} loop'; the sweep's variables are: cfg_scale",
+    ]
+    rendered = problems_of(
+        """
+        a:
+          b:
+            _sweep: {g: [x, y], cfg_scale: [4, high]}
+            _name: "n-{cfg_scale}"
+            prompt: "{g} {nope}"
+            negative_prompt: "{g:d}"
+          c: {_sweep: {cfg_scale: high}, _name: "{cfg_scale}", prompt: "{nope}"}
+        """
+    )
+    assert [line.split(": ", 2)[1] for line in rendered] == [
+        "a/b/_sweep/cfg_scale[1]",  # left out of the grid, which is still expanded with cfg_scale 4:
+        "a/b/_name",  # g='y', cfg_scale=4 and g='x', cfg_scale=4 both get the leaf name 'n-4'
+        "a/b/prompt",  # unknown placeholder {nope}; {g} is known
+        "a/b/negative_prompt", "a/b/negative_prompt",  # cannot fill '{g:d}' with g='x' (and g='y')
+        "a/c/_sweep/cfg_scale",  # not a list: no grid, but its name still is a variable the templates may use
+        "a/c/prompt",
+    ]
+    assert "both get the leaf name 'n-4'" in rendered[1] and "cannot fill '{g:d}' with g='y'" in rendered[4]
+    assert rendered[6].endswith("unknown placeholder {nope} in '{nope}'; the sweep's variables are: cfg_scale")
 
 
 @pytest.mark.parametrize(
