@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from .shape import children, entry_shape, mapping_shape
+from .shape import Shapes
 from .sweeps import SWEEP_KEY, ZIP_KEY
 from .yaml_nodes import YamlNodes
 
@@ -44,9 +44,11 @@ class Crossing:
 class LeafCount:
     """Counts one document's leaves; ``recursive`` holds the entries the walk must not follow."""
 
-    def __init__(self, nodes: YamlNodes) -> None:
+    def __init__(self, nodes: YamlNodes, shapes: Shapes) -> None:
         self._nodes = nodes
+        self._shapes = shapes
         self._branches: dict[int, int] = {}  # id of a branch mapping -> its leaves
+        self._leaves: dict[int, int] = {}  # id of a leaf mapping -> its leaves (a sweep's combinations)
         self._open: set[int] = set()  # branches whose count is under way (on the search's path)
         self._entries: dict[Edge, tuple[int, bool]] = {}  # entry -> (its leaves, whether it is a branch)
         self.recursive: set[Edge] = set()
@@ -57,11 +59,11 @@ class LeafCount:
             return self._branches[id(node)]
         self._open.add(id(node))
         total = 0
-        for key, key_node, value_node in children(self._nodes, node, path):
+        for key, key_node, value_node in self._shapes.children(node, path):
             edge = (id(node), key)
             if id(value_node) in self._open:
                 self.recursive.add(edge)
-            shape = entry_shape(self._nodes, path + (key,), key_node, value_node, edge in self.recursive)
+            shape = self._shapes.entry(path + (key,), key_node, value_node, edge in self.recursive)
             if shape.kind == "branch":
                 leaves = self.branch(value_node, path + (key,))
             elif shape.kind == "leaf":
@@ -76,6 +78,11 @@ class LeafCount:
 
     def _leaf(self, node: yaml.MappingNode, path: tuple[str, ...]) -> int:
         """One, or a sweep's combinations: the product of ``_sweep``'s list lengths times ``_zip``'s longest."""
+        if id(node) not in self._leaves:
+            self._leaves[id(node)] = self._combinations(node, path)
+        return self._leaves[id(node)]
+
+    def _combinations(self, node: yaml.MappingNode, path: tuple[str, ...]) -> int:
         entries = {key: value_node for key, _, value_node in self._nodes.entries(node, path)}
         leaves = 1
         for key in (SWEEP_KEY, ZIP_KEY):
@@ -95,7 +102,7 @@ class LeafCount:
         """
         node, path, left = root, (), limit
         while True:
-            for key, _, value_node in children(self._nodes, node, path):
+            for key, _, value_node in self._shapes.children(node, path):
                 leaves, is_branch = self._entries[(id(node), key)]
                 if leaves <= left:
                     left -= leaves

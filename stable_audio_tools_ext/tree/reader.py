@@ -27,7 +27,7 @@ from .conditions import DEFAULTS_KEY, EXTENSION_PREFIX, Condition, ConditionTree
 from .fields import LEAF_FIELDS, LIST_FIELDS, field_checks, unknown_field_hint
 from .leaf_count import Edge, LeafCount
 from .plan import DEFAULT_MAX_ITEMS, MAX_ITEMS_FLAG
-from .shape import Shape, children, entry_shape, mapping_shape
+from .shape import Shape, Shapes
 from .sweep_reader import SweepReader
 from .sweeps import SWEEP_KEYS, filled_without_variables
 from .yaml_nodes import YamlNodes, join, kind_of, line_of
@@ -118,6 +118,7 @@ class TreeReader:
         """Every valid leaf in document order (problems, if any, are in ``problems``)."""
         self._nodes = YamlNodes(self._text, self.problems)
         self._sweeps = SweepReader(self._nodes, self._checks)
+        self._shapes = Shapes(self._nodes)
         try:
             known_problems = len(self.problems)
             root = self._nodes.root()
@@ -128,7 +129,7 @@ class TreeReader:
             if not isinstance(root, yaml.MappingNode):
                 self._nodes.report("", f"the root must be a mapping of names, got {kind_of(root)}", root)
                 return []
-            shape = mapping_shape(self._nodes, root, ())
+            shape = self._shapes.mapping(root, ())
             if shape.kind == "leaf":
                 self._nodes.report(
                     "", "the root is a single leaf without a name; put it under a name, e.g. 'sample-1:'", root
@@ -136,7 +137,7 @@ class TreeReader:
                 return []
             if shape.problem is not None:
                 self._report(shape, ())
-            count = LeafCount(self._nodes)
+            count = LeafCount(self._nodes, self._shapes)
             total = count.branch(root, ())
             if total > self._max_leaves:
                 self._too_many(count, root, total)
@@ -185,9 +186,9 @@ class TreeReader:
                 self._nodes.report(
                     join(path, DEFAULTS_KEY), f"expected a mapping of fields, got {kind_of(value_node)}", value_node
                 )
-        for key, key_node, value_node in children(self._nodes, node, path):
+        for key, key_node, value_node in self._shapes.children(node, path):
             child = path + (key,)
-            shape = entry_shape(self._nodes, child, key_node, value_node, (id(node), key) in self._recursive)
+            shape = self._shapes.entry(child, key_node, value_node, (id(node), key) in self._recursive)
             if shape.kind == "branch":
                 yield from self._branch(value_node, child, defaults)
             elif shape.kind == "leaf":

@@ -246,6 +246,38 @@ def test_lists_built_from_nested_aliases_are_reported_not_expanded() -> None:
     assert all("expected" in line for line in rendered)
 
 
+def _spy(monkeypatch, owner, name: str) -> list[tuple]:
+    """The arguments of every call to ``owner.name``, which still runs."""
+    calls: list[tuple] = []
+    real = getattr(owner, name)
+
+    def recorded(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(owner, name, recorded)
+    return calls
+
+
+def test_a_mapping_used_through_many_aliases_is_classified_and_counted_once(monkeypatch, mapping_reads) -> None:
+    looked_at = _spy(monkeypatch, YamlNodes, "prepare")  # by every classification and every read of entries
+    fields = ", ".join(f"f{i}: 1" for i in range(1000))
+    uses = ", ".join(f"a{i}: *wide" for i in range(1000))
+    text = f"x-wide: &wide {{prompt: x, {fields}}}\nx-many: &many {{{uses}}}\ntop: {{p: *many, q: *many}}\n"
+    (problem,) = problems_of(text, max_items=10)  # 1,000 aliases to a leaf of 1,000 fields: read once, not 1,000 times
+    assert "tree.yaml:1: top/p/a10: too many leaves: the tree makes 2,000 leaves" in problem
+    assert len(looked_at) < 20 and mapping_reads[0] < 10  # the root, top, x-many and x-wide, a few times each
+
+
+def test_a_mapping_merged_many_times_into_one_is_read_once(monkeypatch) -> None:
+    merged = _spy(monkeypatch, YamlNodes, "_last_wins")
+    fields = ", ".join(f"f{i}: 1" for i in range(1000))
+    text = f"x-wide: &wide {{{fields}}}\nkit:\n  kick: {{<<: [{', '.join(['*wide'] * 1000)}], prompt: x}}\n"
+    rendered = problems_of(text)
+    assert len(rendered) == 1000 and rendered[0].startswith("tree.yaml:1: kit/kick/f0: unknown leaf field")
+    assert [len(entries) for _, entries, _ in merged] == [1001]  # not 1,000 x 1,000 merged entries
+
+
 def test_the_item_limit_counts_leaves_not_distinct_nodes() -> None:
     assert len(parse(alias_bomb(levels=2, width=10), max_items=100)) == 100  # exactly at the limit: fine
     with pytest.raises(ConditionTreeError, match="makes 100 leaves .* and passes 99 here"):
