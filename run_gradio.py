@@ -26,9 +26,9 @@ hide_library_warnings()  # before the imports below, which import the libraries 
 from stable_audio_tools_ext.model.loading import load_model  # noqa: E402
 from stable_audio_tools_ext.model.options import add_model_arguments, model_spec_from_args  # noqa: E402
 from stable_audio_tools_ext.model.spec import ModelLoadError  # noqa: E402
-from stable_audio_tools_ext.run.argtypes import positive_float, positive_int  # noqa: E402
-from stable_audio_tools_ext.run.distributed import DistContext, broadcast_from_main, init_distributed, shutdown  # noqa: E402
-from stable_audio_tools_ext.run.exits import ConciseArgumentParser  # noqa: E402
+from stable_audio_tools_ext.run.argtypes import add_dist_timeout_argument, positive_float, positive_int  # noqa: E402
+from stable_audio_tools_ext.run.distributed import DistContext, broadcast_from_main, join_job, shutdown  # noqa: E402
+from stable_audio_tools_ext.run.exits import EXIT_JOB_FAILED, ConciseArgumentParser  # noqa: E402
 from stable_audio_tools_ext.studio.app import build_app  # noqa: E402
 from stable_audio_tools_ext.studio.files import clean_tmp_dir, prepare_tmp_dir  # noqa: E402
 from stable_audio_tools_ext.studio.ranks import LocalRunner, RankPool, serve_requests  # noqa: E402
@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("--max-upload-mb", positive_float, 1.0, "largest upload (or pasted tree) accepted"),
     ):
         files.add_argument(flag, type=kind, default=default, help=f"{meaning} (default: %(default)s)")
+    add_dist_timeout_argument(parser, "the longest wait is a request's: ranks that finish their share first wait "
+                              "for the slowest, so size it by the longest Generate or Batch run")  # fmt: skip
     return parser
 
 
@@ -90,7 +92,9 @@ def _is_loopback(host: str) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    ctx = init_distributed(args.device)
+    ctx = join_job(args.device, args.dist_timeout)
+    if ctx is None:
+        return EXIT_JOB_FAILED
     try:
         return _serve(args, ctx) if ctx.is_main else _work(args, ctx)
     finally:

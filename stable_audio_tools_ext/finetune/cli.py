@@ -21,7 +21,7 @@ from ..datasets.training import parse_split_spec
 from ..model.families import SAMPLER_NAMES
 from ..model.spec import ModelLoadError, ModelRequest, read_model_config, read_model_spec
 from ..quiet import hide_library_warnings
-from ..run.argtypes import finite_float, positive_float, positive_int, seed_value
+from ..run.argtypes import add_dist_timeout_argument, finite_float, positive_int, seed_value
 from ..run.exits import EXIT_OK, EXIT_USAGE
 from ..scoring.options import add_score_arguments
 from ..tree.conditions import segment_problem
@@ -189,6 +189,8 @@ def _add_encode(subparsers: argparse._SubParsersAction) -> None:
                         help="audio-loading worker processes per rank (default: %(default)s)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=42, help="base of the per-file seeds of the VAE's latent sample (default: %(default)s)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto (default): cuda:LOCAL_RANK when CUDA is available")
+    add_dist_timeout_argument(parser, "the longest wait is at the end, the other ranks' for the slowest to "
+                              "finish its files (shares are balanced by duration; one long file is one rank's)")  # fmt: skip
     parser.set_defaults(handler=encode_command, command_parser=parser)
 
 
@@ -224,8 +226,7 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     sampling.add_argument("--batch-size", type=_generate_batch_size, help="items per forward pass on each rank, or auto")
     sampling.add_argument("--n-sample-per-cond", type=positive_int, help="items per leaf (a leaf's n_samples overrides it)")
     sampling.add_argument("--clip-length", action="store_true", help="trim each file to its seconds_total")
-    sampling.add_argument("--dist-timeout", type=positive_float, default=60.0, help="minutes any rank may wait in a "
-                          "collective call, as generate.py's (default: %(default)s)")  # fmt: skip
+    add_dist_timeout_argument(sampling, "as generate.py's")
     add_score_arguments(parser)
     parser.add_argument("--reference", type=Path, metavar="DIR", help="real audio (e.g. prepare's validation split): "
                         "each model's Fréchet distance to it on CLAP audio embeddings, with the file counts")  # fmt: skip
@@ -350,7 +351,8 @@ def encode_command(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     from .encode import EncodeRequest, encode
 
     request = EncodeRequest(dataset_config=args.dataset_config, output_dir=args.output_dir, model=_model_flags(args),
-                            num_workers=args.num_workers, seed=args.seed, device=args.device)  # fmt: skip
+                            num_workers=args.num_workers, seed=args.seed, device=args.device,
+                            dist_timeout=args.dist_timeout)  # fmt: skip
     if request.output_dir.exists() and not request.output_dir.is_dir():
         parser.error(f"--output-dir {request.output_dir}: exists and is not a folder")
     try:

@@ -22,9 +22,11 @@ What a read sees, compared with training on the audio folder:
 * The metadata module of the source dataset is kept: captions are still drawn per read, and the
   timing follows the latent crop (``seconds_start``).
 
-Under ``torchrun`` the files are sharded over ranks with ``DistributedSampler`` as in
-``generate.py``. A rerun skips every file already encoded with the same model, seed and source file
-(the manifest, ``manifest.jsonl``); every file is written atomically, the JSON last.
+Under ``torchrun`` the files are sharded over ranks by duration (``shard_by_duration``): every
+rank's share holds about the same seconds of audio, so no rank waits at the end for one that drew
+the long files (``--dist-timeout`` bounds that wait). A rerun skips every file already encoded with
+the same model, seed and source file (the manifest, ``manifest.jsonl``); every file is written
+atomically, the JSON last.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 import torch
 from stable_audio_tools.data.dataset import is_silence
 
@@ -46,10 +49,10 @@ from ..model.spec import ModelLoadError, ModelSpec
 from ..model.vae import seeded_global_rng
 from ..output.atomic import atomic_open, atomic_write_text, remove_partial_files
 from ..output.manifest import ManifestWriter, fold_parts, load_records
-from ..run.distributed import DistContext, barrier, broadcast_from_main, init_distributed, shard, shutdown
-from ..run.exits import EXIT_INTERRUPTED, EXIT_OK
+from ..run.distributed import DistContext, barrier, broadcast_from_main, join_job, shutdown
+from ..run.exits import EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK
 from ..run.signals import GracefulStop
-from ..tree.plan import derive_seed
+from ..tree.plan import derive_seed, least_loaded_shares
 from .loaders import DatasetConfigError, build_loader
 from .weights import FinetuneInputError, ModelFlags, choose_model
 
@@ -72,6 +75,7 @@ class EncodeRequest:
     num_workers: int
     seed: int
     device: str
+    dist_timeout: float  # minutes (--dist-timeout)
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,35 @@ def _source_files(dataset: Any, config: dict[str, Any]) -> list[SourceFile]:
         stat = os.stat(path)
         files.append(SourceFile(dataset_id, root, path, stat.st_size, stat.st_mtime_ns))
     return sorted(files, key=lambda file: file.key)
+
+
+def durations(files: list[SourceFile]) -> list[float]:
+    """Each file's seconds, from its header: what encoding it costs (the VAE's time is linear in it).
+
+    A file whose header libsndfile cannot read (a format only upstream's torchaudio loader decodes)
+    counts as the mean of the others.
+    """
+    seconds: dict[str, float] = {}
+    for file in files:
+        try:
+            info = sf.info(file.path)
+        except (RuntimeError, OSError):  # soundfile's errors are RuntimeErrors
+            continue
+        seconds[file.key] = info.frames / info.samplerate
+    mean = sum(seconds.values()) / len(seconds) if seconds else 1.0
+    return [seconds.get(file.key, mean) for file in files]
+
+
+def shard_by_duration(files: list[SourceFile], seconds: list[float], world_size: int, rank: int) -> list[SourceFile]:
+    """This rank's files (in ``files``' order): shares of about equal duration, each file on exactly one rank.
+
+    By count, as generate.py deals its items of similar cost, one rank could draw the hour-long
+    recordings and the others wait for it at the end. Here the longest files go first, each to the
+    rank with the fewest seconds so far: no share ends more than the longest file above another. Every
+    rank computes the same shares, because ``files`` and ``seconds`` are rank 0's, broadcast.
+    """
+    shares = least_loaded_shares(seconds, [file.key for file in files], world_size)
+    return [files[index] for index in sorted(shares[rank])]
 
 
 class _WholeFiles(torch.utils.data.Dataset):
@@ -188,7 +221,9 @@ def _check(request: EncodeRequest) -> tuple[ModelSpec, dict[str, Any]]:
 def encode(request: EncodeRequest) -> int:
     """Encode every file not yet encoded; write the pre-encoded dataset config. Exit code."""
     spec, config = _check(request)
-    ctx = init_distributed(request.device)
+    ctx = join_job(request.device, request.dist_timeout)
+    if ctx is None:
+        return EXIT_JOB_FAILED
     try:
         try:
             loader = build_loader(request.dataset_config, "--dataset-config", config, 1, 1, 1, shuffle=False)
@@ -199,7 +234,8 @@ def encode(request: EncodeRequest) -> int:
                                      f"this one is {loader.config['dataset_type']!r}")  # fmt: skip
         dataset = loader.dataloader.dataset
         files = _source_files(dataset, loader.config)
-        pending = broadcast_from_main(ctx, _pending(files, request.output_dir, spec, request.seed) if ctx.is_main else None)
+        pending = _pending(files, request.output_dir, spec, request.seed) if ctx.is_main else []
+        pending, seconds = broadcast_from_main(ctx, (pending, durations(pending)))  # rank 0's reads, for all
         try:
             model, _ = build_model(spec, "--pretrained-ckpt-path")
         except ModelLoadError as exc:
@@ -209,7 +245,8 @@ def encode(request: EncodeRequest) -> int:
         if ctx.is_main:
             print(f"encode: {len(files)} files, {len(files) - len(pending)} already encoded, {len(pending)} to do "
                   f"on {ctx.world_size} rank(s) -> {request.output_dir}", flush=True)  # fmt: skip
-        stopped = _encode_share(ctx, request, spec, dataset, shard(pending, ctx.world_size, ctx.rank), vae, window)
+        mine = shard_by_duration(pending, seconds, ctx.world_size, ctx.rank)
+        stopped = _encode_share(ctx, request, spec, dataset, mine, vae, window)
         barrier(ctx)
         if ctx.is_main:
             records = fold_parts(request.output_dir) if request.output_dir.is_dir() else {}

@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 
 from ..quiet import hide_library_warnings
-from .argtypes import finite_float, positive_float, positive_int, seed_value
+from .argtypes import add_dist_timeout_argument, finite_float, positive_float, positive_int, seed_value
 
 hide_library_warnings()  # before the imports below, which trigger some of them
 
@@ -138,13 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the flags, the tree, the model config and the output dir, print one line, and exit "
         "(0: good, 2: problems); imports no torch: what the SLURM scripts run before starting torchrun",
     )
-    run.add_argument(
-        "--dist-timeout",
-        type=positive_float,
-        default=60.0,
-        help="minutes any rank may wait in a collective call (default: %(default)s); the longest wait is "
-        "the other ranks' while rank 0 scans the output dir to resume, so very large outputs on slow "
-        "filesystems may need more",
+    add_dist_timeout_argument(
+        run,
+        "the longest wait is the other ranks' while rank 0 scans the output dir to resume, so very large "
+        "outputs on slow filesystems may need more",
     )
     run.add_argument(
         "--max-items",

@@ -6,6 +6,7 @@ Plain ``python generate.py`` (no torchrun variables) runs as a world of one with
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -14,6 +15,8 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
+
+from .exits import launched_as, where
 
 T = TypeVar("T")
 
@@ -63,6 +66,23 @@ def init_distributed(device: str = "auto", timeout: timedelta | None = None) -> 
             backend="nccl" if use_cuda else "gloo", device_id=torch_device if use_cuda else None, timeout=timeout
         )
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=torch_device, owns_group=owns_group)
+
+
+def join_job(device: str, minutes: float) -> DistContext | None:
+    """``init_distributed`` with ``--dist-timeout`` ``minutes``; None when the ranks did not all join in time.
+
+    A node that never started or a firewall between nodes would otherwise end the job with torch's
+    traceback (or, without a timeout, after 10 to 30 minutes of silence); instead this rank says, in
+    one line naming it, what it waited for. The caller exits with ``EXIT_JOB_FAILED``.
+    """
+    try:
+        return init_distributed(device, timeout=timedelta(minutes=minutes))
+    except dist.DistError as exc:
+        rank, world_size = launched_as()
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"{where(rank, world_size)}error: the {world_size} ranks did not all join within "
+              f"--dist-timeout {minutes:g} min ({first_line})", file=sys.stderr)  # fmt: skip
+        return None
 
 
 def barrier(ctx: DistContext) -> None:

@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import timedelta
 
-import torch.distributed as dist
 from rich.console import Console
 
 from ..datasets.training import finish_dataset
@@ -29,7 +27,7 @@ from ..output.writer import WriteError
 from ..sampling.autobatch import AutoBatchSize
 from ..scoring.clap import ClapLoadError, ClapScorer
 from ..tree.plan import WorkItem, balanced_order
-from .distributed import DistContext, all_gather, barrier, broadcast_from_main, init_distributed, shard, shutdown
+from .distributed import DistContext, all_gather, barrier, broadcast_from_main, join_job, shard, shutdown
 from .exits import (
     EXIT_INTERRUPTED,
     EXIT_JOB_FAILED,
@@ -37,7 +35,6 @@ from .exits import (
     EXIT_OK,
     EXIT_USAGE,
     EXIT_WRITE_FAILED,
-    launched_as,
     print_problems,
     where,
 )
@@ -51,13 +48,8 @@ from .views import imbalance, model_description, output_tree, rank_costs, start_
 
 def run_job(args: argparse.Namespace, items: list[WorkItem], spec: ModelSpec, console: Console, started: float) -> int:
     """Generate this rank's share of ``items``; rank 0's return value is the job's exit code."""
-    try:
-        ctx = init_distributed(args.device, timeout=timedelta(minutes=args.dist_timeout))
-    except dist.DistError as exc:  # e.g. a node that never started, or a firewall between nodes
-        rank, world_size = launched_as()
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"{where(rank, world_size)}error: the {world_size} ranks did not all join within --dist-timeout "
-              f"{args.dist_timeout:g} min ({first_line})", file=sys.stderr)  # fmt: skip
+    ctx = join_job(args.device, args.dist_timeout)
+    if ctx is None:
         return EXIT_JOB_FAILED
     try:
         # Rank 0 decides what is left to do before loading the model: on a large resume the scan of

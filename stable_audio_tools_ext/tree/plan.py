@@ -223,12 +223,26 @@ def balanced_order(items: Sequence[WorkItem], world_size: int, window_frames: in
     rank computes the same order.
     """
     capacity = [len(range(rank, len(items), world_size)) for rank in range(world_size)]
-    shares: list[list[WorkItem]] = [[] for _ in range(world_size)]
-    loads = [(0, rank) for rank in range(world_size)]  # a heap of (planned cost, rank)
-    for item in sorted(items, key=lambda item: (-item_cost(item, window_frames), item.relpath)):
+    costs = [item_cost(item, window_frames) for item in items]
+    shares = least_loaded_shares(costs, [item.relpath for item in items], world_size, capacity)
+    return [items[shares[position % world_size][position // world_size]] for position in range(len(items))]
+
+
+def least_loaded_shares(costs: Sequence[float], names: Sequence[str], world_size: int,
+                        capacity: Sequence[int] | None = None) -> list[list[int]]:  # fmt: skip
+    """Each rank's positions in ``costs``: most expensive first onto the least loaded rank (that has room).
+
+    Greedy longest-processing-time. Ties are broken by ``names`` (unique), then by rank, so every rank
+    computes the same shares from the same costs. ``capacity`` (items per rank) is for
+    ``balanced_order``, whose sampler fixes the counts; without it a rank may take one long item while
+    another takes many short ones, and no rank ends more than the largest cost above another.
+    """
+    shares: list[list[int]] = [[] for _ in range(world_size)]
+    loads: list[tuple[float, int]] = [(0, rank) for rank in range(world_size)]  # a heap of (planned cost, rank)
+    for index in sorted(range(len(costs)), key=lambda index: (-costs[index], names[index])):
         load, rank = heapq.heappop(loads)
-        while len(shares[rank]) == capacity[rank]:  # full ranks leave the heap for good
+        while capacity is not None and len(shares[rank]) == capacity[rank]:  # full ranks leave the heap for good
             load, rank = heapq.heappop(loads)
-        shares[rank].append(item)
-        heapq.heappush(loads, (load + item_cost(item, window_frames), rank))
-    return [shares[position % world_size][position // world_size] for position in range(len(items))]
+        shares[rank].append(index)
+        heapq.heappush(loads, (load + costs[index], rank))
+    return shares

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -16,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stable_audio_tools_ext.finetune.encode import CONFIG_NAME
+from stable_audio_tools_ext.finetune import cli
+from stable_audio_tools_ext.finetune.encode import CONFIG_NAME, SourceFile, durations, shard_by_duration
 from stable_audio_tools_ext.model.tiny import DEMO_REPO_ID
 from tests.conftest import REPO_ROOT, SMALL_WINDOW_SAMPLES
-from tests.finetune.captioned import AUDIO, captions_of, prepared
+from tests.finetune.captioned import AUDIO, captions_of, prepared, write_audio
 from tests.support import free_port
 
 SAMPLE_RATE = 44100
@@ -68,8 +70,12 @@ def test_two_ranks_write_the_same_latents_as_one(one_rank, data, small_hub_env) 
     for name, (latents, metadata) in one.items():
         assert np.array_equal(latents, two[name][0]), name
         assert metadata == two[name][1], name
-    ranks = {json.loads(line)["rank"] for line in (data / "two" / "manifest.jsonl").read_text().splitlines()}
-    assert ranks == {0, 1}  # both ranks encoded a share
+    records = [json.loads(line) for line in (data / "two" / "manifest.jsonl").read_text().splitlines()]
+    ranks = {record["path"]: record["rank"] for record in records}
+    assert set(ranks.values()) == {0, 1}  # both ranks encoded a share: the one shard_by_duration gives it
+    seconds = {key: FILES[key.split("/", 1)[1]][2] for key in ranks}
+    loads = [sum(seconds[key] for key, rank in ranks.items() if rank == r) for r in (0, 1)]
+    assert abs(loads[0] - loads[1]) < 0.5, loads  # by file count (DistributedSampler): 8.8 s and 10.4 s
     config = json.loads((data / "two" / CONFIG_NAME).read_text())
     assert config["dataset_type"] == "pre_encoded" and config["latent_crop_length"] == SMALL_WINDOW_SAMPLES // DOWNSAMPLING
 
@@ -154,3 +160,51 @@ def test_encode_refuses_what_it_cannot_use(one_rank, data, small_hub, small_hub_
         result = finetune("encode", *args, "--output-dir", tmp_path / "out", env=small_hub_env)
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert not (tmp_path / "out").exists()
+
+
+def _files(count: int) -> list[SourceFile]:
+    return [SourceFile("train", "/data", f"/data/{index:03d}.wav", 1000 + index, index) for index in range(count)]
+
+
+def test_shards_balance_duration_and_deal_every_file_to_exactly_one_rank() -> None:
+    """Many files of very uneven durations (0.1 s to an hour), world sizes 1 to 8."""
+    rng = random.Random(3)
+    files = _files(97)
+    seconds = [rng.choice((1.0, 10.0, 100.0, 3600.0)) * rng.random() + 0.1 for _ in files]
+    for world_size in range(1, 9):
+        shares = [shard_by_duration(files, seconds, world_size, rank) for rank in range(world_size)]
+        dealt = [file.key for share in shares for file in share]
+        assert sorted(dealt) == [file.key for file in files], world_size  # none missing, none twice
+        assert all(share == sorted(share, key=files.index) for share in shares)  # each share in the files' order
+        loads = [sum(seconds[files.index(file)] for file in share) for share in shares]
+        # greedy longest-first: no share more than the longest file above another, and within 4/3 of the best possible
+        assert max(loads) - min(loads) <= max(seconds), (world_size, loads)
+        assert max(loads) <= 4 / 3 * max(sum(seconds) / world_size, max(seconds)), (world_size, loads)
+        assert shares == [shard_by_duration(list(files), list(seconds), world_size, rank) for rank in range(world_size)]
+
+
+def test_long_files_are_spread_where_a_split_by_count_would_stack_them() -> None:
+    """Long and short files alternating by name: by count, rank 0 would get every long one (2400 s against 4 s)."""
+    files = _files(8)
+    seconds = [600.0, 1.0] * 4
+    shares = [shard_by_duration(files, seconds, 2, rank) for rank in (0, 1)]
+    assert [sum(seconds[files.index(file)] for file in share) for share in shares] == [1202.0, 1202.0]
+
+
+def test_durations_come_from_headers_and_unreadable_ones_count_as_the_mean(tmp_path) -> None:
+    write_audio(tmp_path, {"a.wav": (44100, 1, 2.0), "b.flac": (16000, 2, 5.0)})
+    (tmp_path / "c.m4a").write_bytes(b"not a header libsndfile reads")
+    files = [SourceFile("train", str(tmp_path), str(tmp_path / name), 0, 0) for name in ("a.wav", "b.flac", "c.m4a")]
+    assert durations(files) == pytest.approx([2.0, 5.0, 3.5])
+
+
+def test_rank_0_gives_up_on_ranks_that_never_join_after_the_dist_timeout(small_hub, monkeypatch, capsys) -> None:
+    """Only rank 0 of two: encode must not wait torch's default (30 min on gloo), nor end in a traceback."""
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    code = cli.main(["encode", "--dataset-config", "unread.json", "--output-dir", "unwritten", *MODEL, "--device", "cpu",
+                     "--dist-timeout", "0.02"])  # fmt: skip
+    assert code == 1
+    assert "error: the 2 ranks did not all join within --dist-timeout 0.02 min" in capsys.readouterr().err

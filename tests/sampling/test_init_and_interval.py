@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import k_diffusion as K
+from stable_audio_tools.inference.utils import prepare_audio
 import numpy as np
 import pytest
 import soundfile as sf
@@ -18,9 +19,17 @@ import torch
 from stable_audio_tools_ext.model.loading import load_model
 from stable_audio_tools_ext.model.spec import ModelRequest, read_model_spec
 from stable_audio_tools_ext.model.tiny import SMALL_REPO_ID, build_tiny_hub_cache
+from stable_audio_tools_ext.model.vae import seeded_global_rng
 from stable_audio_tools_ext.request import GenerationRequest, InitAudio
+from stable_audio_tools_ext.tree.plan import derive_seed
 from stable_audio_tools_ext.sampling.engine import decode, generate_audio, generate_latents
-from stable_audio_tools_ext.sampling.init_audio import InitAudioError, init_latents
+from stable_audio_tools_ext.sampling.init_audio import (
+    VAE_SAMPLE_SEED_KEY,
+    InitAudioError,
+    _PreparedCache,
+    init_latents,
+    span_frames,
+)
 from tests.conftest import SMALL_WINDOW_SAMPLES
 from tests.model.test_loading import SAO_SMALL_HUB, snapshot
 from tests.sampling.test_engine import FULL_WINDOW, REQUESTS, TOLERANCE, one_by_one
@@ -181,6 +190,92 @@ def test_a_missing_changed_or_unreadable_file_is_named(small_model, inits, tmp_p
     text.write_text("not audio")
     with pytest.raises(InitAudioError, match=f"init audio {text}: not readable as audio"):
         generate_audio(small_model, with_init(REQUESTS[:1], [InitAudio(str(text), hashlib.sha256(b"not audio").hexdigest())]))
+
+
+# --- reading init audio: only the span the crop keeps, once per file ------------------------------
+
+
+def whole_file_latents(loaded, request: GenerationRequest, frames: int) -> torch.Tensor:
+    """What init_latents gave before it read spans: the whole file, prepared by upstream on the model's device."""
+    audio, rate = sf.read(request.init_audio.path, dtype="float32", always_2d=True)
+    pretransform = loaded.model.pretransform
+    prepared = prepare_audio(torch.from_numpy(audio.T.copy()), in_sr=rate, target_sr=44100, target_length=frames * 2048,
+                             target_channels=pretransform.io_channels, device=loaded.device)  # fmt: skip
+    with seeded_global_rng(derive_seed(request.seed, VAE_SAMPLE_SEED_KEY, 0), loaded.device):
+        return pretransform.encode(prepared).float()
+
+
+@contextmanager
+def frames_read() -> Iterator[list[int]]:
+    """The frames every soundfile read returns (the decoding an init file costs), one entry per read."""
+    counts: list[int] = []
+    real = sf.SoundFile.read
+
+    def counting(self, *args, **kwargs):
+        audio = real(self, *args, **kwargs)
+        counts.append(len(audio))
+        return audio
+
+    sf.SoundFile.read = counting
+    try:
+        yield counts
+    finally:
+        sf.SoundFile.read = real
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 32000, 44100, 48000, 96000])
+def test_the_span_read_prepares_to_the_same_samples_as_the_whole_file(rate: int) -> None:
+    """Resampled from its first span_frames only, a long signal's crop equals the crop of the whole, bit for bit."""
+    whole = torch.randn(2, rate * 7, generator=torch.Generator().manual_seed(rate)) * 0.3
+    for length in (64 * 2048, 3 * 2048 + 5):
+        span = span_frames(rate, 44100, length)
+        assert span < whole.shape[-1]
+        expected = prepare_audio(whole, in_sr=rate, target_sr=44100, target_length=length, target_channels=2, device="cpu")
+        got = prepare_audio(whole[:, :span], in_sr=rate, target_sr=44100, target_length=length, target_channels=2, device="cpu")
+        assert torch.equal(got, expected), (rate, length)
+
+
+@pytest.mark.parametrize(("rate", "channels", "seconds", "frames"), [(48000, 2, 9.0, 64), (22050, 1, 1.2, 48), (44100, 3, 5.0, 48)])
+def test_init_latents_equal_those_of_the_whole_file(small_model, tmp_path, rate: int, channels: int, seconds: float,
+                                                    frames: int) -> None:  # fmt: skip
+    """Longer than the window (cropped) and shorter (padded); resampled or not; mono, stereo, 3 channels."""
+    init = write_init(tmp_path / "init.wav", 150.0, seconds=seconds, sample_rate=rate, channels=channels)
+    [request] = with_init((FULL_WINDOW if frames == 64 else REQUESTS)[1:2], [init])
+    assert torch.equal(init_latents(small_model, [request], frames), whole_file_latents(small_model, request, frames))
+
+
+def test_a_long_init_file_is_read_only_as_far_as_the_crop_and_once(small_model, tmp_path) -> None:
+    """A 60 s file for a 2.97 s window: the frames decoded are the span, and the next batch decodes none."""
+    init = write_init(tmp_path / "long.wav", 220.0, seconds=60.0, sample_rate=48000)
+    first, second = with_init(FULL_WINDOW[:2], [init, init])
+    with frames_read() as counts:
+        init_latents(small_model, [first], 64)
+        init_latents(small_model, [second], 64)  # the next batch: the same file, another item
+    assert counts == [span_frames(48000, 44100, 64 * 2048)]
+    assert counts[0] < 48000 * 60 / 15
+
+
+def test_the_kept_audio_is_bounded_and_drops_the_least_recently_used() -> None:
+    cache = _PreparedCache(limit_bytes=3 * 4000)
+    keys = [(InitAudio(f"/{n}.wav", str(n)), 44100, 1000, 1) for n in range(4)]
+    for key in keys[:3]:
+        cache.put(key, torch.zeros(1, 1, 1000))  # 4000 bytes each
+    assert cache.get(keys[0]) is not None  # now the most recently used
+    cache.put(keys[3], torch.zeros(1, 1, 1000))
+    assert [cache.get(key) is not None for key in keys] == [True, False, True, True]
+
+
+def test_a_file_edited_after_its_first_batch_is_refused_and_its_new_content_is_read(small_model, tmp_path) -> None:
+    """Kept audio is used only while the file is unchanged: an edit is an error for items planned before it,
+    and items planned with the new content (a new hash) get the new audio, not the kept one."""
+    path = tmp_path / "edited.wav"
+    [request] = with_init(REQUESTS[:1], [write_init(path, 220.0)])
+    planned = init_latents(small_model, [request], 48)
+    [edited] = with_init(REQUESTS[:1], [write_init(path, 440.0, seconds=3.0)])  # another size: seen without a hash
+    with pytest.raises(InitAudioError, match="the file changed since the tree was read"):
+        init_latents(small_model, [request], 48)
+    latents = init_latents(small_model, [edited], 48)
+    assert torch.equal(latents, whole_file_latents(small_model, edited, 48)) and not torch.equal(latents, planned)
 
 
 def test_init_noise_level_must_be_above_the_end_of_the_schedule(small_model, tmp_path) -> None:

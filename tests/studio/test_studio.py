@@ -62,7 +62,7 @@ from stable_audio_tools_ext.tree.conditions import ConditionTreeError
 from stable_audio_tools_ext.tree.plan import build_plan
 from stable_audio_tools_ext.tree.reader import parse_condition_tree
 from tests.studio.browser import server_log, studio_server
-from tests.support import audio_files
+from tests.support import audio_files, free_port
 
 AUDITION = Audition(
     prompt='rain: "heavy", # not a comment',  # YAML-significant characters must survive the export
@@ -341,6 +341,15 @@ def test_defaults_are_private_and_share_the_generate_model_flags(tmp_path) -> No
 def test_username_needs_a_password(capsys) -> None:
     assert run_gradio.main(["--username", "alice"]) == run_gradio.EXIT_USAGE
     assert "--username and --password must be given together" in capsys.readouterr().err
+
+
+def test_under_torchrun_rank_0_gives_up_on_ranks_that_never_join_after_the_dist_timeout(monkeypatch, capsys) -> None:
+    """Only rank 0 of two: the studio's process group takes --dist-timeout (torch's own: 10 min with nccl)."""
+    launched = {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    for name, value in launched.items():
+        monkeypatch.setenv(name, value)
+    assert run_gradio.main(["--device", "cpu", "--dist-timeout", "0.02"]) == exits.EXIT_JOB_FAILED
+    assert "error: the 2 ranks did not all join within --dist-timeout 0.02 min" in capsys.readouterr().err
 
 
 # --- the running app, through its API ------------------------------------------------------------
