@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +26,8 @@ import soundfile as sf
 from ..output.manifest import load_records
 from ..output.resume import VALID_STATUSES
 from ..run import cli as generate_cli
-from ..run.distributed import init_distributed, shutdown
-from ..run.exits import EXIT_OK, EXIT_USAGE
+from ..run.distributed import join_job, shutdown
+from ..run.exits import EXIT_JOB_FAILED, EXIT_OK, EXIT_USAGE
 from ..scoring.clap import ClapLoadError, ClapScorer
 from ..scoring.frechet import frechet_distance, set_size
 from .captions import AUDIO_EXTENSIONS, is_audio_name
@@ -159,7 +158,9 @@ def evaluate(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     # Under torchrun: one process group for every model's job (each would otherwise join and leave its own,
     # and torch cannot reliably join a second one in the same process); generate.py's jobs use this one.
-    ctx = init_distributed(timeout=timedelta(minutes=args.dist_timeout))
+    ctx = join_job("auto", args.dist_timeout)
+    if ctx is None:
+        return EXIT_JOB_FAILED
     try:
         for model in models:
             if ctx.is_main:
