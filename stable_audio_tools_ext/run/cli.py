@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument(
         "--clip-length",
         action="store_true",
-        help="trim each file to its seconds_total (default: keep the model's whole window)",
+        help="trim each file to its seconds_total (default: keep all the audio its latent decoded: "
+        "seconds_start + seconds_total rounded up to 0.74 s with --latent-length auto, the model's whole window with full)",
     )
     add_model_arguments(parser)
     sampling = parser.add_argument_group(
