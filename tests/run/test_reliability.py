@@ -305,4 +305,4 @@ def test_start_table_shows_the_sampling_the_run_uses(small_model, tmp_path, caps
     mixed = same + "  y: {prompt: y, seconds_total: 1}\n"
     assert generate(tmp_path, tmp_path / "two", tree=mixed) == exits.EXIT_OK
     out = capsys.readouterr().out
-    assert "per leaf: 2 sampler/steps/cfg settings (see --dry-run)" in out and "dpmpp-3m-sde" not in out
+    assert "per leaf: 2 sampler/steps/cfg settings (--dry-run lists them)" in out and "dpmpp-3m-sde" not in out
