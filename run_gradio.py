@@ -6,35 +6,25 @@
     torchrun --nproc_per_node gpu --master_port 29501 run_gradio.py --pretrained-name ...
     # every GPU of the node: rank 0 serves the page, each request is split over all ranks
 
-Argument parsing and wiring only; the app lives in ``stable_audio_tools_ext.studio.app``.
+Argument parsing and the checks of the flags only, answered before torch and Gradio are imported;
+the run is ``stable_audio_tools_ext.studio.launch``, the app ``stable_audio_tools_ext.studio.app``.
 """
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from stable_audio_tools_ext.quiet import hide_library_warnings
-
-hide_library_warnings()  # before the imports below, which import the libraries that warn
-
-from stable_audio_tools_ext.model.loading import load_model  # noqa: E402
-from stable_audio_tools_ext.model.options import add_model_arguments, model_spec_from_args  # noqa: E402
-from stable_audio_tools_ext.model.spec import ModelLoadError  # noqa: E402
-from stable_audio_tools_ext.run.argtypes import add_dist_timeout_argument, positive_float, positive_int  # noqa: E402
-from stable_audio_tools_ext.run.distributed import DistContext, broadcast_from_main, join_job, shutdown  # noqa: E402
-from stable_audio_tools_ext.run.exits import EXIT_JOB_FAILED, ConciseArgumentParser  # noqa: E402
-from stable_audio_tools_ext.studio.app import build_app  # noqa: E402
-from stable_audio_tools_ext.studio.files import clean_tmp_dir, prepare_tmp_dir  # noqa: E402
-from stable_audio_tools_ext.studio.ranks import LocalRunner, RankPool, serve_requests  # noqa: E402
-from stable_audio_tools_ext.studio.settings import StudioSettings, launch_options, read_auth_file  # noqa: E402
-
-EXIT_USAGE = 2
+from stable_audio_tools_ext.model.options import add_model_arguments, model_spec_from_args
+from stable_audio_tools_ext.model.spec import ModelLoadError
+from stable_audio_tools_ext.run.argtypes import add_dist_timeout_argument, positive_float, positive_int
+from stable_audio_tools_ext.run.exits import EXIT_USAGE, ConciseArgumentParser, launched_as, where
+from stable_audio_tools_ext.studio.files import clean_tmp_dir, prepare_tmp_dir
+from stable_audio_tools_ext.studio.settings import read_auth_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,22 +73,26 @@ def _auth(args: argparse.Namespace) -> list[tuple[str, str]] | None:
     return [(args.username, args.password)] if args.username else None
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    """Check the flags (rank 0: also the tmp dir) and the model config, then start the studio.
+
+    Every refusal comes before torch, stable-audio-tools and Gradio are imported (seconds), with exit
+    code 2; under torchrun a rank that refuses ends the job before any rank loads the model.
+    """
     args = build_parser().parse_args(argv)
-    ctx = join_job(args.device, args.dist_timeout)
-    if ctx is None:
-        return EXIT_JOB_FAILED
+    rank, world_size = launched_as()
     try:
-        return _serve(args, ctx) if ctx.is_main else _work(args, ctx)
-    finally:
-        shutdown(ctx)
+        auth, tmp_dir, removed = _check(args) if rank == 0 else (None, args.tmp_dir, 0)
+        spec = model_spec_from_args(args)  # on every rank: each node reads its own hub cache
+    except (ValueError, OSError, ModelLoadError) as exc:
+        print(f"{where(rank, world_size)}error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from stable_audio_tools_ext.quiet import hide_library_warnings
+
+    hide_library_warnings()  # before the imports below, which import the libraries that warn
+    from stable_audio_tools_ext.studio.launch import run_studio  # torch, Gradio: only once the inputs are known good
+
+    return run_studio(args, spec, auth, tmp_dir, removed)
 
 
 def _check(args: argparse.Namespace) -> tuple[list[tuple[str, str]] | None, Path, int]:
@@ -106,58 +100,6 @@ def _check(args: argparse.Namespace) -> tuple[list[tuple[str, str]] | None, Path
     auth = _auth(args)
     tmp_dir = prepare_tmp_dir(args.tmp_dir)
     return auth, tmp_dir, clean_tmp_dir(tmp_dir, args.tmp_max_age_hours * 3600)
-
-
-def _work(args: argparse.Namespace, ctx: DistContext) -> int:
-    """Ranks other than 0 (under torchrun): load the model on this rank's device and serve rank 0's requests."""
-    if not broadcast_from_main(ctx, None):  # rank 0's verdict on the flags: it prints the error itself
-        return EXIT_USAGE
-    try:
-        loaded = load_model(model_spec_from_args(args), ctx.device, args.precision)
-    except (ValueError, OSError, ModelLoadError) as exc:
-        print(f"error: rank {ctx.rank}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    serve_requests(ctx, loaded)
-    return 0
-
-
-def _serve(args: argparse.Namespace, ctx: DistContext) -> int:
-    try:
-        auth, tmp_dir, removed = _check(args)
-        spec = model_spec_from_args(args)
-    except (ValueError, OSError, ModelLoadError) as exc:
-        broadcast_from_main(ctx, False)
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    broadcast_from_main(ctx, True)
-    try:
-        loaded = load_model(spec, ctx.device, args.precision)
-    except (ValueError, OSError, ModelLoadError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if removed:
-        print(f"removed {removed} files older than {args.tmp_max_age_hours:g} h from {tmp_dir}")
-    if auth is None and (args.share or not _is_loopback(args.host)):
-        print("warning: the studio is reachable from other machines without a password: add --auth-file", file=sys.stderr)
-    settings = StudioSettings(
-        tmp_dir=tmp_dir, max_age_seconds=args.tmp_max_age_hours * 3600, max_variations=args.max_variations,
-        max_batch_items=args.max_batch_items, batch_size=args.batch_size,
-        max_upload_bytes=int(args.max_upload_mb * 1_000_000),
-    )  # fmt: skip
-    runner = RankPool(ctx, loaded) if ctx.world_size > 1 else LocalRunner(loaded)
-    app = build_app(loaded, settings, runner)
-    try:
-        _, local_url, _ = app.queue().launch(**launch_options(settings, args.host, args.port, args.share, auth))
-        ranks = f" ({ctx.world_size} ranks generate)" if ctx.world_size > 1 else ""
-        print(f"* Running on local URL:  {local_url}{ranks}", flush=True)  # Gradio prints the public one itself
-        if not args.share:
-            print("* To create a public link, add --share (with --auth-file: anyone with the link can use the studio)",
-                  flush=True)  # fmt: skip
-        app.block_thread()  # until Ctrl-C, which it turns into closing the server
-    finally:
-        if isinstance(runner, RankPool):
-            runner.close()
-    return 0
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import sys
 import warnings
 from collections.abc import Iterator
@@ -40,6 +41,23 @@ def hide_library_warnings() -> None:
     """Install the filters; call before importing the libraries, as some of them warn at import."""
     for category, message, module in KNOWN_LIBRARY_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category, module=rf"(?:{module})\Z")
+
+
+# Loggers whose INFO lines Lightning prints on every `finetune.py train` run: its device banner ("GPU
+# available: False, used: False", TPU, IPU, HPU), "LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES", "Seed set to N",
+# "Initializing distributed: ...", "Restoring states from the checkpoint path ..."; the run's own start
+# and closing lines say what matters (devices, precision, the step it continues from). Warnings stay.
+LIGHTNING_INFO_LOGGERS = (
+    "pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero", "pytorch_lightning.accelerators.cuda",
+    "lightning_fabric.utilities.seed", "lightning_fabric.utilities.distributed",
+)  # fmt: skip
+
+
+def hide_library_banners() -> None:
+    """Raise Lightning's informational loggers to WARNING; works before or after Lightning is imported
+    (it sets INFO on its package loggers, and a child's own level wins)."""
+    for name in LIGHTNING_INFO_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 # Lines stable-audio-tools prints (with print(), not as warnings) when its transformer module is

@@ -12,7 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from stable_audio_tools_ext.quiet import KNOWN_LIBRARY_WARNINGS, hide_library_warnings
+from stable_audio_tools_ext.quiet import KNOWN_LIBRARY_WARNINGS, hide_library_banners, hide_library_warnings
 from tests.conftest import REPO_ROOT
 
 # The warnings as stable-audio-tools 0.0.19, torch 2.14 and setuptools 80 raise them: (module, category, message).
@@ -66,3 +66,27 @@ def test_export_prints_no_upstream_warnings(small_hub: Path, small_hub_env: dict
     assert (tmp_path / "exported" / "model.safetensors").is_file()
     for _, message, _ in KNOWN_LIBRARY_WARNINGS:
         assert not re.search(message, result.stderr), result.stderr
+
+
+def test_lightning_banners_are_hidden_and_its_warnings_kept() -> None:
+    """``finetune.py train`` printed "GPU available: False, used: False", TPU/IPU/HPU lines and "Seed set
+    to N" on every run; the loggers that say them are raised to WARNING (what ``finetune.py``'s main does)."""
+    import logging
+
+    import pytorch_lightning as pl
+
+    said: list[str] = []
+    keep = logging.Handler()
+    keep.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    parents = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning_fabric")]
+    for parent in parents:
+        parent.addHandler(keep)
+    try:
+        hide_library_banners()
+        pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+        pl.seed_everything(3)
+        logging.getLogger("pytorch_lightning.utilities.rank_zero").warning("a warning still shows")
+    finally:
+        for parent in parents:
+            parent.removeHandler(keep)
+    assert said == ["a warning still shows"]

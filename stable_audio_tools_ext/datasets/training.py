@@ -287,7 +287,7 @@ def write_dataset(
 
 
 def describe(result: DatasetFiles, splits: dict[str, float] | None, min_clap_score: float | None = None) -> list[str]:
-    """Lines for the terminal: what was written, and the train.py hand-off."""
+    """Lines for the terminal: what was written, and the ``finetune.py train`` command that trains on it."""
     lines = [f"dataset config: {path}" for path in result.configs]
     for name, fraction in (splits or {}).items():
         lines.append(f"split {name} ({fraction:g}): {result.leaves[name]} leaves, {result.files[name]} files"
@@ -298,8 +298,11 @@ def describe(result: DatasetFiles, splits: dict[str, float] | None, min_clap_sco
         lines.append(f"{result.low_score} items left out of the splits (clap_score below --min-clap-score {min_clap_score:g})")
     split_configs = {path.name.split(".")[1]: path for path in result.configs[1:]}
     train = split_configs.get("train", next(iter(split_configs.values()), result.configs[0]))
-    lines.append(f"fine-tune: python train.py --dataset-config {train} --model-config MODEL_CONFIG.json "
-                 "--pretrained-ckpt-path MODEL.ckpt --name NAME --save-dir CHECKPOINTS")  # fmt: skip
+    val = split_configs.get("val")
+    lines.append(f"fine-tune: python finetune.py train --dataset-config {train}"
+                 + (f" --val-dataset-config {val}" if val else "")
+                 + " --pretrained-name stabilityai/stable-audio-open-1.0 --save-dir runs --name NAME"
+                 " (docs/finetuning.md)")  # fmt: skip
     return lines
 
 

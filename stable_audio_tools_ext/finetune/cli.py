@@ -20,7 +20,7 @@ from rich.text import Text
 from ..datasets.training import parse_split_spec
 from ..model.families import SAMPLER_NAMES
 from ..model.spec import ModelLoadError, ModelRequest, read_model_config, read_model_spec
-from ..quiet import hide_library_warnings
+from ..quiet import hide_library_banners, hide_library_warnings
 from ..run.argtypes import add_dist_timeout_argument, finite_float, positive_int, seed_value
 from ..run.exits import EXIT_OK, EXIT_USAGE
 from ..scoring.options import add_score_arguments
@@ -371,6 +371,7 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
 
 def main(argv: Sequence[str] | None = None) -> int:
     hide_library_warnings()  # before Lightning and stable-audio-tools are imported: some warn at import
+    hide_library_banners()
     parser = build_parser()
     args = parser.parse_args(argv)
     return args.handler(args, args.command_parser)

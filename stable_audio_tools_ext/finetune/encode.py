@@ -254,7 +254,7 @@ def encode(request: EncodeRequest) -> int:
                 frames = window // int(vae.downsampling_ratio)
                 atomic_write_text(request.output_dir / CONFIG_NAME,
                                   json.dumps(_pre_encoded_config(request, loader.config, spec, frames), indent=2) + "\n")  # fmt: skip
-            _summarise(request.output_dir, files, records, stopped)
+            _summarise(request.output_dir, files, records, stopped, len(files) - len(pending))
         return EXIT_INTERRUPTED if stopped else EXIT_OK
     finally:
         shutdown(ctx)
@@ -296,12 +296,14 @@ def _encode_share(ctx: DistContext, request: EncodeRequest, spec: ModelSpec, dat
     return False
 
 
-def _summarise(output_dir: Path, files: list[SourceFile], records: dict[str, Any], stopped: bool) -> None:
+def _summarise(output_dir: Path, files: list[SourceFile], records: dict[str, Any], stopped: bool, earlier: int) -> None:
+    """The closing line: what this run did, apart from the ``earlier`` files a previous run had done."""
     keys = {file.key for file in files}
     ok = sum(1 for key, record in records.items() if key in keys and record.get("status") == "ok")
     silent = sum(1 for key, record in records.items() if key in keys and record.get("status") == "silent")
     if stopped:
         print(f"stopped: {ok + silent} of {len(files)} files done; the same command continues", flush=True)
         return
-    print(f"done: {ok} files encoded ({silent} silent, skipped as training skips them); "
-          f"dataset config: {output_dir / CONFIG_NAME}", flush=True)  # fmt: skip
+    print(f"done: {ok + silent - earlier} files encoded by this run, {earlier} by earlier runs; {ok} files have "
+          f"latents ({silent} silent, skipped as training skips them); dataset config: {output_dir / CONFIG_NAME}",
+          flush=True)  # fmt: skip

@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument(
         "--clip-length",
         action="store_true",
-        help="trim each file to its seconds_total (default: keep the model's whole window)",
+        help="trim each file to its seconds_total (default: keep all the audio its latent decoded: "
+        "seconds_start + seconds_total rounded up to 0.74 s with --latent-length auto, the model's whole window with full)",
     )
     add_model_arguments(parser)
     sampling = parser.add_argument_group(
@@ -167,29 +168,38 @@ def _check_output_dir(output_dir: Path) -> None:
         raise UsageError(f"--output-dir {output_dir}: no permission to write in {existing}")
 
 
-def _report(args: argparse.Namespace, problems: list[Problem], errors: list[str]) -> int:
-    """Print this rank's input problems; return the usage exit code.
+def _report(args: argparse.Namespace, problems: list[Problem], errors: list[str], node_errors: Sequence[str] = ()) -> int:
+    """Print this rank's input problems; return its exit code.
 
-    Rank 0 prints everything. Under torchrun the other ranks check too, on their own node: they
-    print what can differ between nodes (the model cache, the output dir, an unreadable tree file),
-    each line naming the rank and host, and leave the tree's contents to rank 0.
+    Rank 0 prints everything, once. Under torchrun the other ranks check too, on their own node: they
+    print only what can differ between nodes (``node_errors``: the model cache, the output dir; an
+    unreadable tree file), each line naming the rank and host. A rank with nothing of its own to say
+    exits 0: torchrun stops every rank as soon as one exits non-zero, so a rank ending 2 first would
+    kill rank 0 before it printed the tree's problems; rank 0's exit code 2 fails the job.
     """
     rank, world_size = launched_as()
     if rank != 0:
         problems = [p for p in problems if p.line is None and not p.yaml_path]  # the file itself, not its contents
-    return print_problems(problems, str(args.cond_yaml_path), errors, prefix=where(rank, world_size))
+        errors = []
+        if not problems and not node_errors:
+            return EXIT_OK
+    return print_problems(problems, str(args.cond_yaml_path), [*node_errors, *errors], prefix=where(rank, world_size))
 
 
 def _flag_problems(args: argparse.Namespace) -> list[str]:
-    """Problems with flags that need no model: the output dir, flag combinations."""
-    errors = []
+    """Problems with flag combinations, the same on every node."""
+    if args.world_size is not None and not args.dry_run:
+        return ["--world-size only applies with --dry-run; a real run takes its world size from torchrun"]
+    return []
+
+
+def _output_dir_problems(args: argparse.Namespace) -> list[str]:
+    """Why this node cannot write ``--output-dir``, if it cannot (node-local mounts differ)."""
     try:
         _check_output_dir(args.output_dir)
     except UsageError as exc:
-        errors.append(str(exc))
-    if args.world_size is not None and not args.dry_run:
-        errors.append("--world-size only applies with --dry-run; a real run takes its world size from torchrun")
-    return errors
+        return [str(exc)]
+    return []
 
 
 def _check_inputs(args: argparse.Namespace) -> tuple[list[WorkItem], ModelSpec] | int:
@@ -201,16 +211,17 @@ def _check_inputs(args: argparse.Namespace) -> tuple[list[WorkItem], ModelSpec] 
     """
     leaves, problems = read_condition_file(args.cond_yaml_path, SAMPLER_NAMES, max_items=args.max_items)
     errors = _flag_problems(args)
+    node_errors = _output_dir_problems(args)
     if problems:
-        return _report(args, problems, errors + dataset_argument_problems(args))
+        return _report(args, problems, errors + dataset_argument_problems(args), node_errors)
     try:
         spec = model_spec_from_args(args)
     except ModelLoadError as exc:
-        return _report(args, [], errors + [str(exc)] + dataset_argument_problems(args))
+        return _report(args, [], errors + dataset_argument_problems(args), [*node_errors, str(exc)])
     errors += _apply_model_defaults(args, spec)
     problems = model_problems(leaves, spec, args.sigma_min) + init_audio_problems(leaves)
     items: list[WorkItem] = []
-    if not errors and not problems:
+    if not errors and not node_errors and not problems:
         defaults = SamplingDefaults(
             steps=args.sample_steps, cfg_scale=args.cfg_scale, sampler_type=args.sampler_type,
             sigma_min=args.sigma_min, sigma_max=args.sigma_max, n_samples=args.n_sample_per_cond, base_seed=args.seed,
@@ -223,8 +234,8 @@ def _check_inputs(args: argparse.Namespace) -> tuple[list[WorkItem], ModelSpec] 
         except ConditionTreeError as exc:
             problems = exc.problems
     errors += dataset_argument_problems(args)
-    if problems or errors:
-        return _report(args, problems, errors)
+    if problems or errors or node_errors:
+        return _report(args, problems, errors, node_errors)
     tree_warnings = plan_warnings(items)
     if tree_warnings and launched_as()[0] == 0:
         print(warnings_report(tree_warnings, str(args.cond_yaml_path)), file=sys.stderr)

@@ -12,6 +12,7 @@ only has to cover rank 0's resume scan of the output folder.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -43,7 +44,16 @@ from .outputs import current_state, output_settings, seconds_of
 from .progress import ProgressDisplay, RankProgress, job_totals, progress_dir, remove_progress
 from .score import load_scorer, score_unscored
 from .signals import GracefulStop
-from .views import imbalance, model_description, output_tree, rank_costs, start_table
+from .views import imbalance, model_description, output_tree, rank_costs, rank_times, sampling_settings, start_table
+
+
+# torchrun turns any stop into its own exit code 1 and a traceback (a SignalException when it was
+# signalled itself, else its report of rank 0's exit code 3); no worker can change that, so the
+# stop line, printed just before, says that this is expected.
+TORCHRUN_STOP_NOTE = (
+    " Every file written is complete and recorded (exit code 3); torchrun reports the stop as a failure "
+    "(its exit code 1 and a traceback may follow)."
+)
 
 
 def run_job(args: argparse.Namespace, items: list[WorkItem], spec: ModelSpec, console: Console, started: float) -> int:
@@ -83,11 +93,11 @@ def _tidy(args: argparse.Namespace) -> None:
 
 def _sampling_text(args: argparse.Namespace, pending: list[WorkItem]) -> str:
     """The sampling settings this run uses: the flags' values, or how many leaves override them."""
-    settings = {(i.request.sampler_type, i.request.steps, i.request.cfg_scale) for i in pending}
+    settings = list(sampling_settings(pending))
     common = f"sigma {args.sigma_min}..{args.sigma_max}, base seed {args.seed}, batch {args.batch_size}"
     if len(settings) > 1:
-        return f"per leaf: {len(settings)} sampler/steps/cfg settings (see --dry-run); {common}"
-    sampler, steps, cfg = settings.pop() if settings else (args.sampler_type, args.sample_steps, args.cfg_scale)
+        return f"per leaf: {len(settings)} sampler/steps/cfg settings (--dry-run lists them); {common}"
+    sampler, steps, cfg = settings[0] if settings else (args.sampler_type, args.sample_steps, args.cfg_scale)
     return f"{sampler}, {steps} steps, cfg {cfg}, {common}"
 
 
@@ -201,9 +211,9 @@ def _summarise(
     records = fold_parts(args.output_dir)
     totals = job_totals(args.output_dir)
     remove_progress(args.output_dir)
-    if len(totals.rank_seconds) > 1:
-        console.print(f"rank wall times: {', '.join(f'{t:.1f} s' for t in totals.rank_seconds)} "
-                      f"(imbalance {imbalance(totals.rank_seconds):.1%})", soft_wrap=True)  # fmt: skip
+    times = rank_times(totals.rank_seconds, totals.done)
+    if times:
+        console.print(times, soft_wrap=True)
     state = resume_state(items, records, args.output_dir, output_settings(args, spec))
     nonfinite = [i.relpath for i in state.pending if records.get(i.relpath, {}).get("status") == "nonfinite"]
     wall = time.perf_counter() - started
@@ -232,7 +242,8 @@ def _summarise(
     if stop.requested or len(nonfinite) < len(state.pending):
         console.print(
             f"[bold yellow]stopped{f' by {stop.signal_name}' if stop.signal_name else ''}:[/] "
-            f"{len(state.pending)} of {len(items)} items remain; rerun the same command to resume.",
+            f"{len(state.pending)} of {len(items)} items remain; rerun the same command to resume."
+            + (TORCHRUN_STOP_NOTE if os.environ.get("TORCHELASTIC_RUN_ID") else ""),
             soft_wrap=True,
         )
         return EXIT_INTERRUPTED

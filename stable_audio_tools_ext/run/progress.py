@@ -128,7 +128,7 @@ class ProgressDisplay:
     ) -> None:
         self._stop.set()
         self._thread.join()
-        self._refresh(log=not self.console.is_terminal)
+        self._refresh(log=not self.console.is_terminal, final=True)
         self._progress.stop()
 
     def wait_for_ranks(self, world_size: int) -> None:
@@ -141,13 +141,16 @@ class ProgressDisplay:
         while job_totals(self.output_dir).finished_ranks < world_size:
             time.sleep(0.5)
 
-    def _refresh(self, log: bool) -> None:
+    def _refresh(self, log: bool, final: bool = False) -> None:
+        """Update the bar; with ``log``, print a plain line (``final``: the job's last, with no ETA left to
+        give: a stopped job's remaining items wait for the rerun)."""
         totals = job_totals(self.output_dir)
         done, seconds = totals.done, totals.audio_seconds
         self._progress.update(self._task, completed=done, audio=seconds)
         if log:
             task = self._progress.tasks[0]
-            eta = f", ETA {task.time_remaining:.0f} s" if task.time_remaining is not None and done else ""
+            known = task.time_remaining is not None and done and not final
+            eta = f", ETA {task.time_remaining:.0f} s" if known else ""
             self.console.print(f"progress: {done}/{self.total} items, {seconds:.1f} s audio{eta}", highlight=False)
 
     def _run(self) -> None:

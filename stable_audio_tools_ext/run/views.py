@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Group
 from rich.table import Table
@@ -53,7 +54,47 @@ def sweep_table(items: Sequence[WorkItem], max_names: int = SWEEP_PREVIEW_NAMES)
         first = next(iter(leaves.values()))[0]
         names = list(leaves)
         shown = ", ".join(names[:max_names]) + (f", ... (+{len(names) - max_names})" if len(names) > max_names else "")
-        table.add_row(parent, " x ".join(first.vars), str(len(leaves)), str(sum(map(len, leaves.values()))), shown)
+        variables = _axes_text([items[0].vars for items in leaves.values()], list(first.vars))
+        table.add_row(parent, variables, str(len(leaves)), str(sum(map(len, leaves.values()))), shown)
+    return table
+
+
+def _axes_text(leaf_vars: Sequence[dict[str, Any]], names: Sequence[str]) -> str:
+    """``genre x bpm`` for a ``_sweep`` (every combination), ``object + seconds_total`` for a ``_zip``
+    (values that advance together), ``genre x (object + seconds_total)`` for both.
+
+    A variable joins the axis of an earlier one when its value follows from that one's in every leaf:
+    a zipped list advances with the others, a swept one varies independently of them.
+    """
+    axes: list[list[str]] = []
+    for name in names:
+        for axis in reversed(axes):  # the nearest first: a _zip's variables are listed together
+            mapping: dict[str, str] = {}
+            if all(mapping.setdefault(repr(v[axis[0]]), repr(v[name])) == repr(v[name]) for v in leaf_vars):
+                axis.append(name)
+                break
+        else:
+            axes.append([name])
+    parts = [" + ".join(axis) for axis in axes]
+    return " x ".join(f"({part})" if len(axes) > 1 and "+" in part else part for part in parts)
+
+
+def sampling_settings(items: Sequence[WorkItem]) -> dict[tuple[str, int, float], list[WorkItem]]:
+    """The items of each (sampler, steps, cfg) setting, in the order the settings first appear."""
+    settings: dict[tuple[str, int, float], list[WorkItem]] = {}
+    for item in items:
+        settings.setdefault((item.request.sampler_type, item.request.steps, item.request.cfg_scale), []).append(item)
+    return settings
+
+
+def sampling_table(items: Sequence[WorkItem]) -> Table:
+    """One row per sampler/steps/CFG setting the items use: how many items, in which top-level branches."""
+    table = Table()
+    for column in ("sampler", "steps", "cfg", "items", "branches"):
+        table.add_column(column, justify="right" if column in ("steps", "cfg", "items") else "left")
+    for (sampler, steps, cfg), group in sampling_settings(items).items():
+        branches = ", ".join(dict.fromkeys(item.relpath.split("/", 1)[0] for item in group))
+        table.add_row(sampler, str(steps), f"{cfg:g}", str(len(group)), branches)
     return table
 
 
@@ -75,10 +116,18 @@ def rank_costs(order: Sequence[WorkItem], world_size: int, window_frames: int) -
     return [sum(item_cost(i, window_frames) for i in shard(order, world_size, rank)) for rank in range(world_size)]
 
 
-def imbalance(costs: Sequence[int]) -> float:
+def imbalance(costs: Sequence[float]) -> float:
     """How much longer the busiest rank works than the average one (0.0 = perfect balance)."""
     mean = sum(costs) / len(costs) if costs else 0
     return max(costs) / mean - 1 if mean else 0.0
+
+
+def rank_times(rank_seconds: Sequence[float], done: int) -> str:
+    """``rank wall times: 8.6 s, 8.3 s (imbalance 1.7%)`` for a job of several ranks that generated
+    something; empty otherwise (ranks that only waited have no times worth comparing)."""
+    if len(rank_seconds) < 2 or not done:
+        return ""
+    return f"rank wall times: {', '.join(f'{t:.1f} s' for t in rank_seconds)} (imbalance {imbalance(rank_seconds):.1%})"
 
 
 def dry_run_plan(
@@ -124,6 +173,7 @@ def dry_run_plan(
     sweep_section = [Text("Sweeps (leaves expanded from _sweep/_zip)", style="bold"), sweeps] if sweeps else []
     return Group(
         Text("Items per top-level branch", style="bold"), branches, *sweep_section,
+        Text("Sampling settings (sampler, steps, CFG) of the items", style="bold"), sampling_table(items),
         Text(f"Items to generate per rank (world size {world_size}; cost imbalance {imbalance(costs):.1%})", style="bold"), ranks,
         output_tree(output_dir, items), Text.from_markup(summary),
     )  # fmt: skip

@@ -214,3 +214,12 @@ print(json.dumps(out))
     assert answers == {p: {"prompt": r["prompt"], "seconds_start": r["seconds_start"], "seconds_total": r["seconds_total"],
                            "padding_mask": ["MASK"]}  # wrapped: 0.0.19's training step stacks padding_mask[0]
                        for p, r in records.items() if p != silent}  # fmt: skip
+
+
+def test_the_closing_hint_is_this_projects_train_command(tmp_path) -> None:
+    """Upstream's ``train.py`` is not in the installed package; ``finetune.py train`` is what trains here."""
+    configs = [tmp_path / f"dataset_config{suffix}.json" for suffix in ("", ".train", ".val")]
+    result = dataset.DatasetFiles(configs=configs)
+    hint = dataset.describe(result, {"train": 0.9, "val": 0.1})[-1]
+    assert hint == (f"fine-tune: python finetune.py train --dataset-config {configs[1]} --val-dataset-config {configs[2]} "
+                    "--pretrained-name stabilityai/stable-audio-open-1.0 --save-dir runs --name NAME (docs/finetuning.md)")

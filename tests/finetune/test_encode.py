@@ -57,7 +57,7 @@ def one_rank(data, small_hub_env) -> Path:
     result = finetune("encode", "--dataset-config", data / "data" / "dataset_config.train.json",
                       "--output-dir", data / "one", *MODEL, "--num-workers", "1", env=env)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert f"done: {len(FILES)} files encoded" in result.stdout
+    assert f"done: {len(FILES)} files encoded by this run, 0 by earlier runs; {len(FILES)} files have latents" in result.stdout
     return data / "one"
 
 
@@ -104,6 +104,7 @@ def test_a_rerun_skips_what_is_done_and_redoes_a_changed_file(one_rank, data, sm
                       "--output-dir", one_rank, *MODEL, "--num-workers", "1", env=small_hub_env)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert f"{len(FILES) - 1} already encoded, 1 to do" in result.stdout
+    assert f"done: 1 files encoded by this run, {len(FILES) - 1} by earlier runs" in result.stdout  # said "done: 3 files encoded"
     after = {p: p.stat().st_mtime_ns for p in one_rank.rglob("*.npy")}
     redone = {p.name for p in after if after[p] != before[p]}
     assert redone == {"door.wav.npy"}

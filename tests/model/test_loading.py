@@ -15,7 +15,7 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
-from stable_audio_tools_ext.model.export import export_model
+from stable_audio_tools_ext.model.export import main as export_main
 from stable_audio_tools_ext.model.loading import load_model
 from stable_audio_tools_ext.model.spec import ModelLoadError, ModelRequest, read_model_spec
 from stable_audio_tools_ext.model.tiny import DEMO_REPO_ID, SMALL_REPO_ID, build_tiny_hub_cache, offline_hub_env
@@ -171,10 +171,12 @@ def test_checkpoints_needing_unpickling_are_refused_unless_trusted(small_hub, tm
     assert generate(tmp_path, tmp_path / "trusted", *model, "--trust-checkpoint") == exits.EXIT_OK
 
 
-def test_export_round_trip_gives_the_same_audio(small_hub, tmp_path) -> None:
+def test_export_round_trip_gives_the_same_audio(small_hub, tmp_path, capsys) -> None:
     ckpt = tmp_path / "epoch=4-step=1000.ckpt"
     training_checkpoint(small_hub, ckpt, with_ema=True)
-    exported = export_model(ckpt, tmp_path / "exported")  # config read from the checkpoint itself
+    exported = tmp_path / "exported"
+    assert export_main([str(ckpt), "--output-dir", str(exported)]) == 0  # config read from the checkpoint itself
+    assert capsys.readouterr().out == f"exported {ckpt} -> {exported}/model.safetensors + model_config.json\n"
     assert sorted(p.name for p in exported.iterdir()) == ["model.safetensors", "model_config.json"]
     from_ckpt = load_model(read_model_spec(ModelRequest(model_config=config_of(small_hub), ckpt_path=ckpt)), CPU)
     from_export = load_model(read_model_spec(ModelRequest(

@@ -256,3 +256,23 @@ def test_process_exit_code_is_2_for_bad_input(full_hub_env, tmp_path) -> None:
     assert result.returncode == 2
     assert "music/drum/loop/secons_total: unknown leaf field; did you mean 'seconds_total'?" in result.stderr
     assert not (tmp_path / "o").exists()
+    # Under torchrun: rank 0's block, once, and torchrun's report of rank 0's exit code 2 alone. Rank 1
+    # leaves the tree to rank 0 and exits 0; had it exited 2 first, torchrun would kill rank 0 unprinted.
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", GENERATE]
+    result = run([*torchrun, "--cond-yaml-path", str(tree), "--output-dir", str(tmp_path / "o")], full_hub_env)
+    assert result.returncode == 1  # torchrun's own status for any failed worker
+    assert result.stderr.count("unknown leaf field") == 1, result.stderr
+    assert "<NO_OTHER_FAILURES>" in result.stderr and "exitcode  : 2" in result.stderr, result.stderr
+
+
+def test_other_ranks_leave_the_tree_to_rank_0_and_report_only_their_node(small_hub, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    tree = write(tmp_path, "kit:\n  kick: {prompt: kick, secons_total: 1}\n")
+    assert cli.main(["--cond-yaml-path", str(tree), "--output-dir", str(tmp_path / "out")]) == exits.EXIT_OK
+    assert capsys.readouterr().err == ""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert cli.main(["--cond-yaml-path", str(tree), "--output-dir", str(blocker)]) == exits.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("rank 1 on ") and "exists and is not a directory" in err and "secons_total" not in err

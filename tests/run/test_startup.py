@@ -1,4 +1,4 @@
-"""``generate.py`` answers help, flag errors and tree errors before importing anything heavy.
+"""``generate.py`` and ``run_gradio.py`` answer help, flag errors and tree errors before importing anything heavy.
 
 Counted in modules, not seconds: torch alone takes 2-4 s to import on this machine, k-diffusion and
 stable-audio-tools several more, and a hub lookup without HF_HUB_OFFLINE can wait 30 s on a network
@@ -18,20 +18,22 @@ from tests.support import write
 
 HEAVY = ("torch", "k_diffusion", "stable_audio_tools", "transformers", "gradio", "matplotlib", "pyloudnorm", "huggingface_hub")
 
-# Runs generate.py's main in a fresh interpreter, then reports its exit code and which heavy modules it imported.
+# Runs an entry point's main (generate.py's unless told) in a fresh interpreter, then reports its exit code
+# and which heavy modules it imported.
 PROBE = """
 import json, sys
-from stable_audio_tools_ext.run.cli import main
+from %s import main
 try:
     code = main(sys.argv[1:])
 except SystemExit as exc:
     code = exc.code
 print(json.dumps({"code": code, "heavy": sorted(m for m in %r if m in sys.modules)}))
-""" % (HEAVY,)
+"""
 
 
-def _probe(args: list[str], env: dict[str, str]) -> dict:
-    result = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+def _probe(args: list[str], env: dict[str, str], entry: str = "stable_audio_tools_ext.run.cli") -> dict:
+    probe = PROBE % (entry, HEAVY)
+    result = subprocess.run([sys.executable, "-c", probe, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     return {**json.loads(result.stdout.strip().splitlines()[-1]), "stderr": result.stderr}
 
 
@@ -74,3 +76,17 @@ def test_check_validates_everything_without_torch(small_hub_env, tmp_path) -> No
     probe = _probe(["--cond-yaml-path", str(too_long), "--output-dir", str(tmp_path / "out"), "--check"], small_hub_env)
     assert probe["code"] == 2 and "music/loop: seconds_start + seconds_total" in probe["stderr"]
     assert "torch" not in probe["heavy"]
+
+
+@pytest.mark.parametrize(
+    "args, error",
+    [(["-h"], ""), (["--tmp-dir", "/etc/passwd"], "error: --tmp-dir /etc/passwd: exists and is not a directory"),
+     (["--username", "alice"], "error: --username and --password must be given together")],
+    ids=["help", "tmp-dir-refused", "username-without-password"],
+)
+def test_studio_help_and_refusals_import_nothing_heavy(args, error, small_hub_env) -> None:
+    """``run_gradio.py`` checks its flags and tmp dir before torch, stable-audio-tools and Gradio, as generate.py does."""
+    probe = _probe(args, small_hub_env, entry="run_gradio")
+    assert probe["code"] == (2 if error else 0)
+    assert probe["stderr"].strip() == error
+    assert "torch" not in probe["heavy"] and "gradio" not in probe["heavy"], probe["heavy"]

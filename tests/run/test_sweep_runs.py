@@ -115,3 +115,20 @@ def test_a_plan_problem_shared_by_a_sweeps_leaves_is_reported_once(small_hub, tm
     err = capsys.readouterr().err
     assert "error: 1 problem in" in err and "tree.yaml:3: drums/loops/techno-90-cfg3: seconds_start + seconds_total = " \
         "10 s is longer than the model's 2.97 s window (and so are the 11 other leaves of this sweep)" in err
+
+
+def test_dry_run_tells_zipped_from_swept_variables_and_lists_the_sampling_settings(small_hub, tmp_path, capsys) -> None:
+    """``_zip`` values advance together (``+``), ``_sweep`` ones combine (``x``); the start table's
+    "per leaf: N sampler/steps/cfg settings" points here, so the dry run lists them."""
+    tree = write(tmp_path, """\
+hits:
+  _sweep: {genre: [techno, jazz]}
+  _zip: {object: [door, can], seconds_total: [1, 1]}
+  _name: "{genre}-{object}"
+  prompt: "{object} hit, {genre}"
+slow: {prompt: a slow pad, seconds_total: 1, steps: 50, cfg_scale: 4}
+""")
+    assert cli.main(["--cond-yaml-path", str(tree), "--output-dir", str(tmp_path / "out"), "--dry-run"]) == exits.EXIT_OK
+    out = " ".join(capsys.readouterr().out.split())
+    assert "hits │ genre x (object + seconds_total) │ 4 │ 4 │" in out
+    assert "│ dpmpp-3m-sde │ 100 │ 7 │ 4 │ hits │" in out and "│ dpmpp-3m-sde │ 50 │ 4 │ 1 │ slow_item-1.wav │" in out
