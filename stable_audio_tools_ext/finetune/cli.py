@@ -39,7 +39,7 @@ from .prepare import (
 )
 from .run_folder import TrainingRun
 from .training import LIGHTNING_PRECISIONS, LOGGERS, TrainRequest, default_workers, train
-from .weights import FinetuneInputError, ModelFlags
+from .weights import FinetuneInputError
 
 DEFAULT_SPLIT = "train=0.9,val=0.1"
 LOG_WIDTH = 160  # columns when writing to a log file rather than a terminal
@@ -122,10 +122,11 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--trust-checkpoint", action="store_true", help="allow full unpickling of a checkpoint that needs it (runs its code)")
 
 
-def _model_flags(args: argparse.Namespace) -> ModelFlags:
-    return ModelFlags(
+def _model_flags(args: argparse.Namespace) -> ModelRequest:
+    """The model flags of ``train`` and ``encode`` as ``generate.py``'s request (``--pretrained-ckpt-path`` is its ``ckpt_path``)."""
+    return ModelRequest(
         model_config=args.model_config, pretrained_name=args.pretrained_name, revision=args.revision,
-        pretrained_ckpt_path=args.pretrained_ckpt_path, pretransform_ckpt_path=args.pretransform_ckpt_path,
+        ckpt_path=args.pretrained_ckpt_path, pretransform_ckpt_path=args.pretransform_ckpt_path,
         trust_checkpoint=args.trust_checkpoint,
     )  # fmt: skip
 

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..model.spec import MODEL_CONFIG_NAME, ModelLoadError
+from ..model.spec import MODEL_CONFIG_NAME, ModelLoadError, ModelRequest
 from ..output.atomic import remove_partial_files
 from ..run.exits import EXIT_INTERRUPTED, EXIT_OK
 from ..tree.conditions import ConditionTreeError
 from .run_folder import TrainingRun
-from .weights import FinetuneInputError, ModelChoice, ModelFlags, choose_model
+from .weights import FinetuneInputError, ModelChoice, choose_model
 
 LIGHTNING_PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
 LOGGERS = ("none", "csv", "tensorboard", "wandb")
@@ -44,7 +44,7 @@ class TrainRequest:
 
     dataset_config: Path
     val_dataset_config: Path | None
-    model: ModelFlags
+    model: ModelRequest
     run: TrainingRun
     name: str
     precision: str
