@@ -8,7 +8,7 @@ file by file. The tree is checked before training starts.
 
 What is generated is what the checkpoint holds for generation: the EMA DiT (when the run keeps one)
 with the online conditioner and VAE, in float32 (the trained weights' own precision), and the text
-encoder in upstream's float16. Only rank 0 generates; the other ranks wait at their next collective,
+encoder as loaded, in upstream's float16 (training runs it that way too, ``upstream``). Only rank 0 generates; the other ranks wait at their next collective,
 so keep demo trees small on multi-GPU runs (docs/finetuning.md).
 """
 
@@ -26,7 +26,6 @@ from ..model.spec import ModelRequest, ModelSpec
 from ..run.inprocess import generate_items, plan_tree, sampling_defaults
 from ..tree.plan import DEFAULT_MAX_ITEMS, WorkItem
 from .run_folder import TrainingRun
-from .upstream import half_precision_text_encoders
 
 DEMO_PRECISION = "fp32"
 
@@ -40,27 +39,22 @@ def plan_demos(tree_file: Path, model_config: dict) -> list[WorkItem]:
 
 @contextmanager
 def generation_view(pl_module: pl.LightningModule) -> Iterator[torch.nn.Module]:
-    """The training wrapper's model as a checkpoint of it generates: EMA DiT, eval mode, fp16 text encoder.
+    """The training wrapper's model as a checkpoint of it generates: EMA DiT, eval mode.
 
-    Everything is put back afterwards (submodule, train/eval flags, encoder dtype, the global RNG
-    state), so a run with demos trains exactly as one without.
+    Everything is put back afterwards (submodule, train/eval flags, the global RNG state), so a run
+    with demos trains exactly as one without.
     """
     diffusion = pl_module.diffusion
     online = diffusion.model
     modes = {module: module.training for module in diffusion.modules()}
-    encoders = {encoder: next(encoder.parameters()).dtype for encoder in half_precision_text_encoders(diffusion)}
     devices = [pl_module.device] if pl_module.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         try:
             if pl_module.diffusion_ema is not None:
                 diffusion.model = pl_module.diffusion_ema.ema_model
-            for encoder in encoders:
-                encoder.to(torch.float16)
             yield diffusion.eval()
         finally:
             diffusion.model = online
-            for encoder, dtype in encoders.items():
-                encoder.to(dtype)
             for module, training in modes.items():
                 module.train(training)
 
