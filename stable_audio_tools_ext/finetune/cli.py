@@ -153,7 +153,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--checkpoint-every", type=positive_int, default=1000, metavar="N", help="steps between checkpoints (default: %(default)s)")
     run.add_argument("--keep-checkpoints", type=positive_int, metavar="N", help="keep only the N latest checkpoints, "
                      "deleting older ones as new ones are written (default: keep all, as upstream)")  # fmt: skip
-    run.add_argument("--val-every", type=int, default=-1, metavar="N", help="steps between validation runs (default: once per epoch)")
+    run.add_argument("--val-every", type=int, default=-1, metavar="N", help="optimizer steps between validation runs, whatever --accum-batches (default: once per epoch)")
     run.add_argument("--restart", action="store_true", help="start the run over; its old files are moved into SAVE_DIR/NAME/restarted-<time>/")
     run.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s; each rank adds its rank, as upstream)")
     run.add_argument("--logger", choices=LOGGERS, default="csv", help="where losses go (default: csv, in SAVE_DIR/NAME/logs/; wandb needs an account)")

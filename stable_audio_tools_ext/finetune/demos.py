@@ -8,8 +8,14 @@ file by file. The tree is checked before training starts.
 
 What is generated is what the checkpoint holds for generation: the EMA DiT (when the run keeps one)
 with the online conditioner and VAE, in float32 (the trained weights' own precision), and the text
-encoder as loaded, in upstream's float16 (training runs it that way too, ``upstream``). Only rank 0 generates; the other ranks wait at their next collective,
-so keep demo trees small on multi-GPU runs (docs/finetuning.md).
+encoder as loaded, in upstream's float16 (training runs it that way too, ``upstream``). Only
+rank 0 generates; the other ranks wait at their next collective, so keep demo trees small on
+multi-GPU runs (docs/finetuning.md).
+
+The checkpoint a stop signal asks for gets no demos: the signal usually means a time limit is
+running out (SLURM's SIGTERM before the kill, a preemption), and demos started then would hold the
+job past it, to be killed mid-demo with a partial ``demos/step-N/``. The line that says so names the
+``generate.py`` command that makes them later.
 """
 
 from __future__ import annotations
@@ -62,11 +68,16 @@ def generation_view(pl_module: pl.LightningModule) -> Iterator[torch.nn.Module]:
 class CheckpointDemos:
     """An ``after_save`` hook of ``StepCheckpoints``: rank 0 generates the demo tree with the checkpoint just written."""
 
-    def __init__(self, items: list[WorkItem], run: TrainingRun, model_config: dict, batch_size: int) -> None:
-        self.items, self.run, self.model_config, self.batch_size = items, run, model_config, batch_size
+    def __init__(self, tree_file: Path, items: list[WorkItem], run: TrainingRun, model_config: dict, batch_size: int) -> None:
+        self.tree_file, self.items, self.run, self.model_config, self.batch_size = tree_file, items, run, model_config, batch_size
 
     def __call__(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int, checkpoint: Path) -> None:
         if not trainer.is_global_zero:
+            return
+        if trainer.should_stop:  # set by StopOnSignal, on every rank at once: this is the stop checkpoint
+            print(f"demos: none for step {step}, which stopped on a signal; to make them: python generate.py --ckpt-path "
+                  f"{checkpoint} --cond-yaml-path {self.tree_file} --output-dir {self.run.demos_dir(step)} --clip-length "
+                  f"--precision {DEMO_PRECISION}", flush=True)  # fmt: skip
             return
         weights = "ema" if pl_module.diffusion_ema is not None else "online"
         request = ModelRequest(model_config=self.run.config_path, ckpt_path=checkpoint, weights=weights)

@@ -275,7 +275,7 @@ def _fit(request: TrainRequest, choice: ModelChoice, last: tuple[int, Path] | No
     run = request.run
     after_save = []
     if demo_items:
-        after_save.append(CheckpointDemos(demo_items, run, config, request.demo_batch_size))
+        after_save.append(CheckpointDemos(request.demo_yaml, demo_items, run, config, request.demo_batch_size))
     if request.keep_checkpoints:
 
         def keep_latest(trainer: pl.Trainer, module: pl.LightningModule, step: int, path: Path) -> None:
@@ -295,8 +295,8 @@ def _fit(request: TrainRequest, choice: ModelChoice, last: tuple[int, Path] | No
     if not interactive:
         callbacks.append(LinePerSteps(max(1, min(50, request.checkpoint_every)), request.max_steps or -1))
     val_args: dict[str, Any] = {}
-    if request.val_every > 0:
-        val_args = {"check_val_every_n_epoch": None, "val_check_interval": request.val_every}
+    if request.val_every > 0:  # Lightning counts batches, not optimizer steps: --accum-batches of them make one step
+        val_args = {"check_val_every_n_epoch": None, "val_check_interval": request.val_every * request.accum_batches}
     trainer = pl.Trainer(
         accelerator="gpu" if cuda else "cpu",
         devices=devices,
