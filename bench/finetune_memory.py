@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.sao_models import full_size_config, use_offline_tiny_hub
-from stable_audio_tools_ext.finetune.upstream import match_text_encoders, use_torch_compatible_inverse_lr
+from stable_audio_tools_ext.finetune.upstream import encode_text_as_in_generation, use_torch_compatible_inverse_lr
 
 GIB = 1024**3
 SAMPLE_RATE = 44100
@@ -200,7 +200,7 @@ def train_steps(config: dict, model, outcome: Outcome, device: str, steps: int, 
 
     config = copy.deepcopy(config)
     config["training"]["pre_encoded"] = outcome.inputs == "latents"
-    match_text_encoders(model, outcome.precision)
+    encode_text_as_in_generation(model)
     wrapper = create_training_wrapper_from_config(config, model)
     report = parameter_report(wrapper)
     clips = SyntheticClips(steps * outcome.batch_size, window, latents=config["training"]["pre_encoded"])

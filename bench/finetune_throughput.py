@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> dict:
 
     from stable_audio_tools_ext.finetune import cli
     from stable_audio_tools_ext.finetune.encode import CONFIG_NAME, EncodeRequest, encode
-    from stable_audio_tools_ext.finetune.weights import ModelFlags, choose_model
+    from stable_audio_tools_ext.finetune.weights import choose_model
+    from stable_audio_tools_ext.model.spec import ModelRequest
     from stable_audio_tools_ext.model.tiny import DEMO_REPO_ID
 
     if args.threads:
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> dict:
                      str(root / "data"), "--split", "train=1.0"]):  # fmt: skip
             raise SystemExit("finetune.py prepare failed")
         audio_config = root / "data" / "dataset_config.train.json"
-        flags = ModelFlags(pretrained_name=DEMO_REPO_ID)
+        flags = ModelRequest(pretrained_name=DEMO_REPO_ID)
         spec = choose_model(flags).spec
         started = time.perf_counter()
         if encode(EncodeRequest(audio_config, root / "latents", flags, args.workers, 42, "cpu")):

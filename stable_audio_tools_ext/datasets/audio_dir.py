@@ -19,6 +19,7 @@ Both write the same three kinds of thing, built here once:
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections.abc import Sequence
@@ -88,12 +89,24 @@ def metadata_module_source(docstring: str, records_name: str, body: str, imports
     returns the record of ``path`` (the file stable-audio-tools read, or where its link points),
     loading the records once per process, and raises ``KeyError`` naming ``scanned`` when there is
     none (stable-audio-tools then reports the file and draws another); ``_wrapped_padding_mask(info)``
-    is the padding mask as 0.0.19's training step needs it; ``_crop_seconds_start(info)`` is where
+    is the padding mask as 0.0.19's training step needs it; ``crop_seconds_start(info)`` is where
     the read starts in the file, for audio and for pre-encoded reads alike. ``body`` defines
     ``get_custom_metadata(info, audio)``; ``imports`` are further standard-library modules it uses.
     """
     import_lines = "".join(f"import {name}\n" for name in sorted({"json", "os", *imports}))
-    return f'"""{docstring}"""\n\n{import_lines}' + _RECORD_LOOKUP.replace("RECORDS_NAME", repr(records_name)) + body
+    lookup = _RECORD_LOOKUP.replace("RECORDS_NAME", repr(records_name))
+    return f'"""{docstring}"""\n\n{import_lines}{lookup}{inspect.getsource(crop_seconds_start)}\n\n' + body
+
+
+# Copied into every standalone module as it is (inspect.getsource); finetune.py train's loaders call it too.
+def crop_seconds_start(info: dict) -> int:
+    """Where the read starts in the file, in whole seconds (rounded down, as upstream's crop rounds).
+
+    An audio read: upstream's own seconds_start. A pre-encoded read (finetune.py encode): the
+    latent crop's start (latent_crop_start frames of seconds_per_latent each, both in info).
+    """
+    latent_start = info.get("latent_crop_start", 0) * info.get("seconds_per_latent", 0)
+    return int(info.get("seconds_start", 0) + latent_start)
 
 
 # The part of every metadata module that finds a file's record; a torn last line (a killed writer)
@@ -125,16 +138,6 @@ def _wrapped_padding_mask(info):
     training fails in F.interpolate. Pre-encoded datasets already give a list, kept as it is."""
     mask = info["padding_mask"]
     return mask if isinstance(mask, list) else [mask]
-
-
-def _crop_seconds_start(info):
-    """Where the read starts in the file, in whole seconds (rounded down, as upstream's crop rounds).
-
-    An audio read: upstream's own seconds_start. A pre-encoded read (finetune.py encode): the
-    latent crop's start (latent_crop_start frames of seconds_per_latent each, both in info).
-    """
-    latent_start = info.get("latent_crop_start", 0) * info.get("seconds_per_latent", 0)
-    return int(info.get("seconds_start", 0) + latent_start)
 
 
 def _record_of(scanned, path):

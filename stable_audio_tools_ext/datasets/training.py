@@ -72,7 +72,7 @@ for every audio file it loads. Standard library only.
         return {"__reject__": True}
     return {
         "prompt": record["prompt"],
-        "seconds_start": record["seconds_start"] + _crop_seconds_start(info),
+        "seconds_start": record["seconds_start"] + crop_seconds_start(info),
         "seconds_total": record["seconds_total"],
         "padding_mask": _wrapped_padding_mask(info),
     }

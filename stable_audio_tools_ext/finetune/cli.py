@@ -39,7 +39,7 @@ from .prepare import (
 )
 from .run_folder import TrainingRun
 from .training import LIGHTNING_PRECISIONS, LOGGERS, TrainRequest, default_workers, train
-from .weights import FinetuneInputError, ModelFlags
+from .weights import FinetuneInputError
 
 DEFAULT_SPLIT = "train=0.9,val=0.1"
 LOG_WIDTH = 160  # columns when writing to a log file rather than a terminal
@@ -122,10 +122,11 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--trust-checkpoint", action="store_true", help="allow full unpickling of a checkpoint that needs it (runs its code)")
 
 
-def _model_flags(args: argparse.Namespace) -> ModelFlags:
-    return ModelFlags(
+def _model_flags(args: argparse.Namespace) -> ModelRequest:
+    """The model flags of ``train`` and ``encode`` as ``generate.py``'s request (``--pretrained-ckpt-path`` is its ``ckpt_path``)."""
+    return ModelRequest(
         model_config=args.model_config, pretrained_name=args.pretrained_name, revision=args.revision,
-        pretrained_ckpt_path=args.pretrained_ckpt_path, pretransform_ckpt_path=args.pretransform_ckpt_path,
+        ckpt_path=args.pretrained_ckpt_path, pretransform_ckpt_path=args.pretransform_ckpt_path,
         trust_checkpoint=args.trust_checkpoint,
     )  # fmt: skip
 
@@ -152,7 +153,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--checkpoint-every", type=positive_int, default=1000, metavar="N", help="steps between checkpoints (default: %(default)s)")
     run.add_argument("--keep-checkpoints", type=positive_int, metavar="N", help="keep only the N latest checkpoints, "
                      "deleting older ones as new ones are written (default: keep all, as upstream)")  # fmt: skip
-    run.add_argument("--val-every", type=int, default=-1, metavar="N", help="steps between validation runs (default: once per epoch)")
+    run.add_argument("--val-every", type=int, default=-1, metavar="N", help="optimizer steps between validation runs, whatever --accum-batches (default: once per epoch)")
     run.add_argument("--restart", action="store_true", help="start the run over; its old files are moved into SAVE_DIR/NAME/restarted-<time>/")
     run.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s; each rank adds its rank, as upstream)")
     run.add_argument("--logger", choices=LOGGERS, default="csv", help="where losses go (default: csv, in SAVE_DIR/NAME/logs/; wandb needs an account)")

@@ -8,8 +8,14 @@ file by file. The tree is checked before training starts.
 
 What is generated is what the checkpoint holds for generation: the EMA DiT (when the run keeps one)
 with the online conditioner and VAE, in float32 (the trained weights' own precision), and the text
-encoder in upstream's float16. Only rank 0 generates; the other ranks wait at their next collective,
-so keep demo trees small on multi-GPU runs (docs/finetuning.md).
+encoder as loaded, in upstream's float16 (training runs it that way too, ``upstream``). Only
+rank 0 generates; the other ranks wait at their next collective, so keep demo trees small on
+multi-GPU runs (docs/finetuning.md).
+
+The checkpoint a stop signal asks for gets no demos: the signal usually means a time limit is
+running out (SLURM's SIGTERM before the kill, a preemption), and demos started then would hold the
+job past it, to be killed mid-demo with a partial ``demos/step-N/``. The line that says so names the
+``generate.py`` command that makes them later.
 """
 
 from __future__ import annotations
@@ -26,7 +32,6 @@ from ..model.spec import ModelRequest, ModelSpec
 from ..run.inprocess import generate_items, plan_tree, sampling_defaults
 from ..tree.plan import DEFAULT_MAX_ITEMS, WorkItem
 from .run_folder import TrainingRun
-from .upstream import half_precision_text_encoders
 
 DEMO_PRECISION = "fp32"
 
@@ -40,27 +45,22 @@ def plan_demos(tree_file: Path, model_config: dict) -> list[WorkItem]:
 
 @contextmanager
 def generation_view(pl_module: pl.LightningModule) -> Iterator[torch.nn.Module]:
-    """The training wrapper's model as a checkpoint of it generates: EMA DiT, eval mode, fp16 text encoder.
+    """The training wrapper's model as a checkpoint of it generates: EMA DiT, eval mode.
 
-    Everything is put back afterwards (submodule, train/eval flags, encoder dtype, the global RNG
-    state), so a run with demos trains exactly as one without.
+    Everything is put back afterwards (submodule, train/eval flags, the global RNG state), so a run
+    with demos trains exactly as one without.
     """
     diffusion = pl_module.diffusion
     online = diffusion.model
     modes = {module: module.training for module in diffusion.modules()}
-    encoders = {encoder: next(encoder.parameters()).dtype for encoder in half_precision_text_encoders(diffusion)}
     devices = [pl_module.device] if pl_module.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         try:
             if pl_module.diffusion_ema is not None:
                 diffusion.model = pl_module.diffusion_ema.ema_model
-            for encoder in encoders:
-                encoder.to(torch.float16)
             yield diffusion.eval()
         finally:
             diffusion.model = online
-            for encoder, dtype in encoders.items():
-                encoder.to(dtype)
             for module, training in modes.items():
                 module.train(training)
 
@@ -68,11 +68,16 @@ def generation_view(pl_module: pl.LightningModule) -> Iterator[torch.nn.Module]:
 class CheckpointDemos:
     """An ``after_save`` hook of ``StepCheckpoints``: rank 0 generates the demo tree with the checkpoint just written."""
 
-    def __init__(self, items: list[WorkItem], run: TrainingRun, model_config: dict, batch_size: int) -> None:
-        self.items, self.run, self.model_config, self.batch_size = items, run, model_config, batch_size
+    def __init__(self, tree_file: Path, items: list[WorkItem], run: TrainingRun, model_config: dict, batch_size: int) -> None:
+        self.tree_file, self.items, self.run, self.model_config, self.batch_size = tree_file, items, run, model_config, batch_size
 
     def __call__(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int, checkpoint: Path) -> None:
         if not trainer.is_global_zero:
+            return
+        if trainer.should_stop:  # set by StopOnSignal, on every rank at once: this is the stop checkpoint
+            print(f"demos: none for step {step}, which stopped on a signal; to make them: python generate.py --ckpt-path "
+                  f"{checkpoint} --cond-yaml-path {self.tree_file} --output-dir {self.run.demos_dir(step)} --clip-length "
+                  f"--precision {DEMO_PRECISION}", flush=True)  # fmt: skip
             return
         weights = "ema" if pl_module.diffusion_ema is not None else "online"
         request = ModelRequest(model_config=self.run.config_path, ckpt_path=checkpoint, weights=weights)

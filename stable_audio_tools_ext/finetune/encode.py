@@ -45,7 +45,7 @@ import torch
 from stable_audio_tools.data.dataset import is_silence
 
 from ..model.loading import build_model
-from ..model.spec import ModelLoadError, ModelSpec
+from ..model.spec import ModelLoadError, ModelRequest, ModelSpec
 from ..model.vae import seeded_global_rng
 from ..output.atomic import atomic_open, atomic_write_text, remove_partial_files
 from ..output.manifest import ManifestWriter, fold_parts, load_records
@@ -54,7 +54,7 @@ from ..run.exits import EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK
 from ..run.signals import GracefulStop
 from ..tree.plan import derive_seed, least_loaded_shares
 from .loaders import DatasetConfigError, build_loader
-from .weights import FinetuneInputError, ModelFlags, choose_model
+from .weights import FinetuneInputError, choose_model
 
 LATENT_SUFFIX = ".npy"
 METADATA_SUFFIX = ".json"
@@ -71,7 +71,7 @@ class EncodeRequest:
 
     dataset_config: Path
     output_dir: Path
-    model: ModelFlags
+    model: ModelRequest
     num_workers: int
     seed: int
     device: str

@@ -5,18 +5,57 @@ when it builds the dataset, so the counts are known before the model is loaded. 
 surface hours later, or never, is refused here with one line: a config that is not JSON or names no
 folder, an empty folder, and a batch larger than the files (upstream drops incomplete batches, so
 training would take no step and validation would divide by zero).
+
+Pre-encoded reads are also told where their crop starts. Upstream's ``PreEncodedDataset`` takes a
+random latent crop (``latent_crop_start``) but leaves ``seconds_start`` as the ``.json`` file has it
+(0 from ``finetune.py encode``), so with any metadata module other than ``prepare``'s, every crop
+of a long file would be told it starts at 0 s. ``CropTiming`` sets it after the dataset's module (or
+for a dataset without one), as upstream's audio crop sets it for audio reads.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..datasets.audio_dir import crop_seconds_start
+
 CHECKED_TYPES = ("audio_dir", "pre_encoded")  # folder datasets; others (s3, wds) are read remotely and passed through
+
+
+class CropTiming:
+    """A pre-encoded dataset's metadata function: its own module's, then ``seconds_start`` from the latent crop.
+
+    The crop's offset is added to the ``seconds_start`` the ``.json`` holds (where the encoded audio
+    starts in its file), rounded down to whole seconds as upstream rounds an audio crop's. A module
+    that returns a ``seconds_start`` of its own, other than the one it was given, decided the timing
+    itself (``prepare``'s and ``generate.py --split``'s modules add the crop already) and is kept.
+    """
+
+    def __init__(self, module_fn: Callable[[dict, Any], dict] | None, seconds_per_latent: float) -> None:
+        self.module_fn, self.seconds_per_latent = module_fn, seconds_per_latent
+
+    def __call__(self, info: dict[str, Any], audio: Any) -> dict[str, Any]:
+        info.setdefault("seconds_per_latent", self.seconds_per_latent)  # latents encoded by another tool
+        given = info.get("seconds_start", 0)
+        metadata = dict(self.module_fn(info, audio)) if self.module_fn is not None else {}
+        if metadata.get("seconds_start", given) == given:
+            metadata["seconds_start"] = crop_seconds_start(info)
+        return metadata
+
+
+def _time_latent_crops(dataset: Any, config: dict[str, Any], model_config: dict[str, Any]) -> None:
+    """Give every dataset of a ``PreEncodedDataset`` a ``CropTiming`` around its metadata module (or none)."""
+    ratio = model_config["model"]["pretransform"]["config"]["downsampling_ratio"]
+    seconds_per_latent = ratio / model_config["sample_rate"]
+    for entry in config["datasets"]:
+        path = str(entry["path"])  # upstream keys the functions by the config's path and matches files by substring
+        dataset.custom_metadata_fns[path] = CropTiming(dataset.custom_metadata_fns.get(path), seconds_per_latent)
 
 
 class DatasetConfigError(ValueError):
@@ -83,6 +122,8 @@ def build_loader(
         )  # fmt: skip
     except (AssertionError, KeyError, ValueError, OSError, AttributeError) as exc:
         raise DatasetConfigError(f"{where}: stable-audio-tools cannot build a dataloader from it ({type(exc).__name__}: {exc})") from None
+    if config["dataset_type"] == "pre_encoded":
+        _time_latent_crops(dataloader.dataset, config, model_config)
     loader = Loader(flag, path, config, dataloader)
     if config["dataset_type"] in CHECKED_TYPES:
         if config.get("drop_last", True) and loader.files < batch_size * ranks:

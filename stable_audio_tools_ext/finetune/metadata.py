@@ -50,7 +50,7 @@ def get_custom_metadata(info, audio):
     captions = record["captions"]
     return {
         "prompt": captions[0] if CAPTION_POLICY == "first" else random.choice(captions),
-        "seconds_start": _crop_seconds_start(info),
+        "seconds_start": crop_seconds_start(info),
         "seconds_total": info["seconds_total"],
         "padding_mask": _wrapped_padding_mask(info),
     }

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..model.spec import MODEL_CONFIG_NAME, ModelLoadError
+from ..model.spec import MODEL_CONFIG_NAME, ModelLoadError, ModelRequest
 from ..output.atomic import remove_partial_files
 from ..run.exits import EXIT_INTERRUPTED, EXIT_OK
 from ..tree.conditions import ConditionTreeError
 from .run_folder import TrainingRun
-from .weights import FinetuneInputError, ModelChoice, ModelFlags, choose_model
+from .weights import FinetuneInputError, ModelChoice, choose_model
 
 LIGHTNING_PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
 LOGGERS = ("none", "csv", "tensorboard", "wandb")
@@ -44,7 +44,7 @@ class TrainRequest:
 
     dataset_config: Path
     val_dataset_config: Path | None
-    model: ModelFlags
+    model: ModelRequest
     run: TrainingRun
     name: str
     precision: str
@@ -114,6 +114,26 @@ def segment_seed(seed: int, rank: int, start_step: int) -> int:
     random numbers (noise, timesteps, crops) of its first S steps; within 32 bits, as Lightning needs.
     """
     return (seed + rank + SEED_STEP_STRIDE * start_step) % 2**32
+
+
+def training_wrapper(config: dict[str, Any], model: Any, pre_encoded: bool, seed: int, rank: int, start_step: int) -> Any:
+    """stable-audio-tools' training wrapper for one rank and one stretch of training, built after seeding both.
+
+    The wrapper's timestep sampler (``SobolEngine(scramble=True)``, used when the config names no
+    ``timestep_sampler``, as SAO 1.0's does not) takes its scramble from the global generator while
+    it is built, and its sequence starts over in every process. Seeded alike, every rank would draw
+    the same timesteps (a step of 8 GPUs x batch 4 would see 4 distinct ones, not 32) and a resumed
+    run would draw its first steps' again; ``segment_seed`` first gives each rank and each stretch
+    its own timesteps, and leaves the global generator (noise, crops) seeded the same way.
+    ``pre_encoded`` switches the wrapper to latents; the run's own config (saved, embedded,
+    compared) stays as given.
+    """
+    import pytorch_lightning as pl
+    from stable_audio_tools.training.factory import create_training_wrapper_from_config
+
+    pl.seed_everything(segment_seed(seed, rank, start_step), workers=True)
+    wrapper_config = {**config, "training": {**config["training"], "pre_encoded": pre_encoded}}
+    return create_training_wrapper_from_config(wrapper_config, model)
 
 
 def _logger(kind: str, run: TrainingRun, name: str, start_step: int) -> Any:
@@ -214,7 +234,6 @@ def train(request: TrainRequest) -> int:
 def _fit(request: TrainRequest, choice: ModelChoice, last: tuple[int, Path] | None, demo_items: list | None) -> int:
     import pytorch_lightning as pl
     import torch
-    from stable_audio_tools.training.factory import create_training_wrapper_from_config
 
     from ..run.signals import GracefulStop
     from .callbacks import (
@@ -227,7 +246,7 @@ def _fit(request: TrainRequest, choice: ModelChoice, last: tuple[int, Path] | No
     )
     from .demos import CheckpointDemos
     from .loaders import DatasetConfigError, build_loader
-    from .upstream import match_text_encoders, use_torch_compatible_inverse_lr
+    from .upstream import encode_text_as_in_generation, use_torch_compatible_inverse_lr
 
     cuda = torch.cuda.is_available()
     precision = lightning_precision(request.precision, cuda, cuda and torch.cuda.is_bf16_supported())
@@ -251,15 +270,12 @@ def _fit(request: TrainRequest, choice: ModelChoice, last: tuple[int, Path] | No
     use_torch_compatible_inverse_lr()
     pl.seed_everything(request.seed)  # the same initial weights on every rank
     model, weights_read = _build_model(choice, resuming=last is not None)
-    match_text_encoders(model, precision)
-    # the wrapper's switch for latents; the run's own config (saved, embedded, compared) stays as given
-    wrapper_config = {**config, "training": {**config["training"], "pre_encoded": pre_encoded}}
-    wrapper = create_training_wrapper_from_config(wrapper_config, model)
+    encode_text_as_in_generation(model)
 
     run = request.run
     after_save = []
     if demo_items:
-        after_save.append(CheckpointDemos(demo_items, run, config, request.demo_batch_size))
+        after_save.append(CheckpointDemos(request.demo_yaml, demo_items, run, config, request.demo_batch_size))
     if request.keep_checkpoints:
 
         def keep_latest(trainer: pl.Trainer, module: pl.LightningModule, step: int, path: Path) -> None:
@@ -279,8 +295,8 @@ def _fit(request: TrainRequest, choice: ModelChoice, last: tuple[int, Path] | No
     if not interactive:
         callbacks.append(LinePerSteps(max(1, min(50, request.checkpoint_every)), request.max_steps or -1))
     val_args: dict[str, Any] = {}
-    if request.val_every > 0:
-        val_args = {"check_val_every_n_epoch": None, "val_check_interval": request.val_every}
+    if request.val_every > 0:  # Lightning counts batches, not optimizer steps: --accum-batches of them make one step
+        val_args = {"check_val_every_n_epoch": None, "val_check_interval": request.val_every * request.accum_batches}
     trainer = pl.Trainer(
         accelerator="gpu" if cuda else "cpu",
         devices=devices,
@@ -301,7 +317,7 @@ def _fit(request: TrainRequest, choice: ModelChoice, last: tuple[int, Path] | No
         num_sanity_val_steps=0,
         **val_args,
     )
-    pl.seed_everything(segment_seed(request.seed, trainer.global_rank, start_step), workers=True)
+    wrapper = training_wrapper(config, model, pre_encoded, request.seed, trainer.global_rank, start_step)
     if trainer.is_global_zero:
         _prepare_folder(request, config)
         _say_start(request, choice, weights_read, last, precision, ranks, train_loader.files,

@@ -9,13 +9,19 @@ Two traps, each fixed without editing installed files or forking upstream's trai
   ``create_scheduler_from_config`` looks the name up at call time: a global of
   ``stable_audio_tools.training.utils``.
 * The T5 prompt encoder is kept in float16 outside the module tree, and the conditioner's
-  ``with autocast(fp16) and set_grad_enabled(...)`` enters only the second context. Under Lightning's
-  ``bf16-mixed`` autocast the fp16 encoder then meets bfloat16 masks and overflows ("value cannot be
-  converted to type c10::Half without overflow", H100, docs/BENCHMARKS.md). ``match_text_encoders``
-  moves it to bfloat16 for bf16 training: same size, bfloat16's range.
+  ``with autocast(fp16) and set_grad_enabled(...)`` enters only the second context. Lightning's
+  ``bf16-mixed`` autocast then reached the float16 encoder and overflowed ("value cannot be
+  converted to type c10::Half without overflow", H100, docs/BENCHMARKS.md); any mixed precision
+  would also compute it unlike generation, which runs it in float16 with no autocast.
+  ``encode_text_as_in_generation`` runs it outside autocast, in its own float16: the DiT trains on
+  the very prompt embeddings ``generate.py`` feeds it, under every precision, and the demos use the
+  encoder exactly as loaded (a bfloat16 copy of it rounds about 87% of its weights, in the tiny
+  models' T5, enough to move a demo by 1.8e-4).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -39,18 +45,28 @@ def use_torch_compatible_inverse_lr() -> None:
     utils.InverseLR = InverseLR
 
 
-def half_precision_text_encoders(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The conditioners' own encoders kept in float16 or bfloat16 outside the module tree (T5's)."""
-    encoders = (conditioner.__dict__.get("model") for conditioner in model.conditioner.conditioners.values())
-    return [
-        encoder for encoder in encoders
-        if isinstance(encoder, torch.nn.Module) and next(encoder.parameters()).dtype in (torch.float16, torch.bfloat16)
-    ]  # fmt: skip
+class WithoutAutocast(torch.nn.Module):
+    """A frozen text encoder run in its own dtype outside any autocast, as generation runs it.
+
+    It stands where the conditioner keeps its encoder (outside the module tree: never trained,
+    never in a checkpoint) and takes the call the conditioner makes.
+    """
+
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+        with torch.autocast(input_ids.device.type, enabled=False):
+            return self.encoder(input_ids=input_ids, attention_mask=attention_mask)
 
 
-def match_text_encoders(model: torch.nn.Module, lightning_precision: str) -> None:
-    """Give the half-precision text encoders bfloat16 weights when Lightning trains in bfloat16, else
-    upstream's float16 (see the module docstring)."""
-    dtype = torch.bfloat16 if lightning_precision.startswith("bf16") else torch.float16
-    for encoder in half_precision_text_encoders(model):
-        encoder.to(dtype)
+def encode_text_as_in_generation(model: torch.nn.Module) -> None:
+    """Run the conditioners' half-precision text encoders (T5's) outside Lightning's autocast (idempotent)."""
+    for conditioner in model.conditioner.conditioners.values():
+        encoder = conditioner.__dict__.get("model")
+        if (
+            isinstance(encoder, torch.nn.Module) and not isinstance(encoder, WithoutAutocast)
+            and next(encoder.parameters()).dtype in (torch.float16, torch.bfloat16)
+        ):  # fmt: skip
+            conditioner.__dict__["model"] = WithoutAutocast(encoder)

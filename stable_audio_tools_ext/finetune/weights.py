@@ -1,15 +1,18 @@
 """Which model config fine-tuning works on and where its starting weights come from, from the flags.
 
 ``finetune.py train`` and ``encode`` take the same model flags (``--pretrained-name`` with
-``--revision``, ``--pretrained-ckpt-path``, ``--model-config``, ``--pretransform-ckpt-path``) and
-resolve them here into a ``model.spec.ModelSpec``, the same object ``generate.py`` loads from.
+``--revision``, ``--pretrained-ckpt-path``, ``--model-config``, ``--pretransform-ckpt-path``), held
+in ``generate.py``'s own ``model.spec.ModelRequest`` (``--pretrained-ckpt-path`` is its
+``ckpt_path``), and resolve them here into a ``model.spec.ModelSpec``, the same object
+``generate.py`` loads from. Fine-tuning reads them differently from ``generate.py``: a hub model
+with ``--model-config`` trains that config on the hub weights, ``--model-config`` alone trains from
+random weights, and a training checkpoint gives its EMA DiT (``finetune.py`` has no ``--weights``).
 Torch-free: only configs are read, so every flag problem is found before the training stack loads.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from ..model.spec import (
@@ -28,18 +31,6 @@ class FinetuneInputError(ValueError):
 
 
 @dataclass(frozen=True)
-class ModelFlags:
-    """The model flags as given on the command line."""
-
-    model_config: Path | None = None
-    pretrained_name: str | None = None
-    revision: str | None = None
-    pretrained_ckpt_path: Path | None = None
-    pretransform_ckpt_path: Path | None = None
-    trust_checkpoint: bool = False
-
-
-@dataclass(frozen=True)
 class ModelChoice:
     """The config to train and where its starting weights come from (``spec`` is ``None``: random weights)."""
 
@@ -49,25 +40,22 @@ class ModelChoice:
     description: str
 
 
-def choose_model(request: ModelFlags) -> ModelChoice:
+def choose_model(request: ModelRequest) -> ModelChoice:
     """The config and starting weights the flags name (torch-free: only configs are read). Raises ``FinetuneInputError``."""
     try:
         local_config = read_model_config(request.model_config) if request.model_config else None
-        if request.pretrained_name and request.pretrained_ckpt_path:
+        if request.pretrained_name and request.ckpt_path:
             raise FinetuneInputError("--pretrained-name and --pretrained-ckpt-path both name starting weights; give one")
         if request.pretrained_name:
-            spec = read_model_spec(ModelRequest(
-                pretrained_name=request.pretrained_name, revision=request.revision,
-                pretransform_ckpt_path=request.pretransform_ckpt_path, trust_checkpoint=request.trust_checkpoint,
-            ))  # fmt: skip
+            spec = read_model_spec(replace(request, model_config=None))
             if local_config is not None:
                 spec = replace(spec, config=local_config)
             source = f"{spec.source} at {spec.revision}" + (f" with --model-config {request.model_config}" if local_config else "")
             return ModelChoice(spec.config, spec, "--pretrained-ckpt-path", source)
         if request.revision:
             raise FinetuneInputError("--revision applies to --pretrained-name")
-        if request.pretrained_ckpt_path:
-            ckpt = request.pretrained_ckpt_path
+        if request.ckpt_path:
+            ckpt = request.ckpt_path
             if not ckpt.is_file():
                 raise FinetuneInputError(f"--pretrained-ckpt-path {ckpt}: file not found")
             config_path = request.model_config or config_of_checkpoint(ckpt)
@@ -75,10 +63,7 @@ def choose_model(request: ModelFlags) -> ModelChoice:
                 raise FinetuneInputError(
                     f"--pretrained-ckpt-path {ckpt} needs --model-config: no {MODEL_CONFIG_NAME} beside it or in its run folder"
                 )
-            spec = read_model_spec(ModelRequest(
-                model_config=config_path, ckpt_path=ckpt,
-                pretransform_ckpt_path=request.pretransform_ckpt_path, trust_checkpoint=request.trust_checkpoint,
-            ))  # fmt: skip
+            spec = read_model_spec(replace(request, model_config=config_path))
             return ModelChoice(spec.config, spec, "--pretrained-ckpt-path", f"{ckpt} with {config_path}")
         if local_config is None:
             raise FinetuneInputError(

@@ -209,3 +209,40 @@ def test_rank_0_gives_up_on_ranks_that_never_join_after_the_dist_timeout(small_h
                      "--dist-timeout", "0.02"])  # fmt: skip
     assert code == 1
     assert "error: the 2 ranks did not all join within --dist-timeout 0.02 min" in capsys.readouterr().err
+
+
+USER_MODULES = {  # a user's own metadata modules, as a pre-encoded dataset config may name them
+    "captions only": 'def get_custom_metadata(info, audio):\n    return {"prompt": "rain"}\n',
+    "timing passed through": 'def get_custom_metadata(info, audio):\n'
+                             '    return {"prompt": "rain", "seconds_start": info["seconds_start"]}\n',
+    "timing of its own": 'def get_custom_metadata(info, audio):\n    return {"prompt": "rain", "seconds_start": 100}\n',
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("module", ["prepare's", *USER_MODULES, None])
+def test_train_times_latent_crops_whatever_the_metadata_module(one_rank, small_hub, module, tmp_path) -> None:
+    """finetune.py train's loader: seconds_start follows the latent crop with any module, or none; a module's own timing is kept."""
+    import random
+
+    from stable_audio_tools_ext.finetune.loaders import build_loader
+
+    config = json.loads((one_rank / CONFIG_NAME).read_text())
+    for dataset in config["datasets"]:
+        if module == "prepare's":  # adds the crop itself: not twice
+            continue
+        dataset.pop("custom_metadata_module")
+        if module is not None:
+            (tmp_path / "module.py").write_text(USER_MODULES[module])
+            dataset["custom_metadata_module"] = str(tmp_path / "module.py")
+    (tmp_path / "latents.json").write_text(json.dumps(config))
+    model_config = json.loads(next(small_hub.rglob("model_config.json")).read_text())
+    loader = build_loader(tmp_path / "latents.json", "--dataset-config", model_config, 2, 1, 1, shuffle=False)
+    dataset = loader.dataloader.dataset
+    storm = next(index for index, name in enumerate(dataset.filenames) if name.endswith("storm.wav.npy"))
+    random.seed(0)
+    reads = [dataset[storm][1] for _ in range(12)]
+    starts = {info["latent_crop_start"] for info in reads}
+    assert max(starts) * DOWNSAMPLING >= SAMPLE_RATE  # some crops start a second or more into the file
+    for info in reads:
+        crop = int(info["latent_crop_start"] * DOWNSAMPLING / SAMPLE_RATE)
+        assert info["seconds_start"] == (100 if module == "timing of its own" else crop), module

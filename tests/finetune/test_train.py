@@ -89,10 +89,10 @@ def dataset_flags(data: Path, val: bool = True) -> list[str | Path]:
 
 @pytest.fixture(scope="module")
 def run_a(data, small_hub_env, tmp_path_factory) -> tuple[Path, list[str | Path], subprocess.CompletedProcess]:
-    """Three steps from the hub model with validation, a checkpoint every two steps, and demos."""
+    """Three steps from the hub model in bf16-mixed, with validation, a checkpoint every two steps, and demos."""
     save_dir = tmp_path_factory.mktemp("runs")
-    args = [*dataset_flags(data), *BASE, *SMALL, "--save-dir", save_dir, "--name", "clotho", "--checkpoint-every", "2",
-            "--val-every", "2", "--demo-yaml", data / "demo.yaml", "--demo-batch-size", "2"]  # fmt: skip
+    args = [*dataset_flags(data), *BASE, *SMALL, "--precision", "bf16-mixed", "--save-dir", save_dir, "--name", "clotho",
+            "--checkpoint-every", "2", "--val-every", "2", "--demo-yaml", data / "demo.yaml", "--demo-batch-size", "2"]  # fmt: skip
     result = train(*args, "--max-steps", "3", env=small_hub_env)
     assert result.returncode == 0, result.stderr
     return save_dir / "clotho", args, result
@@ -111,7 +111,7 @@ def test_a_run_folder_holds_checkpoints_config_logs_and_demos(run_a, small_hub) 
     metrics = (folder / "logs" / "csv" / "from-step-0" / "metrics.csv").read_text().splitlines()
     header = metrics[0].split(",")
     assert {"train/loss", "train/lr", "val/avg_loss", "val/loss_0.5"} <= set(header)
-    assert sum(bool(row.split(",")[header.index("val/avg_loss")]) for row in metrics[1:]) == 1  # once, at step 2
+    assert sum(bool(row.split(",")[header.index("val/avg_loss")]) for row in metrics[1:]) == 1  # once, after step 2
     assert "done at step 3" in result.stderr and "python generate.py --ckpt-path" in result.stderr
     for step in (2, 3):
         demos = wavs(folder / "demos" / f"step-{step}")
@@ -120,7 +120,7 @@ def test_a_run_folder_holds_checkpoints_config_logs_and_demos(run_a, small_hub) 
 
 
 def test_the_checkpoint_generates_without_model_config_and_differs_from_the_base_model(run_a, small_hub_env, tmp_path) -> None:
-    """The demo of a checkpoint is exactly what generate.py makes of it; the fine-tune changed the audio."""
+    """The demo of a checkpoint is exactly what generate.py makes of it, bf16-mixed training included; the fine-tune changed the audio."""
     folder, _, _ = run_a
     _, checkpoint = TrainingRun(folder).last_checkpoint()
     tree = folder.parent / "tree.yaml"
@@ -185,10 +185,11 @@ def test_a_training_checkpoint_starts_a_new_run_strictly_and_restart_keeps_the_o
 
 
 def test_sigterm_saves_a_checkpoint_at_the_step_it_stops_on_and_the_run_continues(data, small_hub_env, tmp_path) -> None:
-    """Without --max-steps training runs until stopped; a SIGTERM ends it after the current step, with a checkpoint."""
-    args = [*dataset_flags(data, val=False), *BASE, *SMALL, "--save-dir", tmp_path, "--name", "open", "--checkpoint-every", "2"]
+    """Without --max-steps training runs until stopped; a SIGTERM ends it after the current step, with a checkpoint and no demos."""
+    args = [*dataset_flags(data, val=False), *BASE, *SMALL, "--save-dir", tmp_path, "--name", "open", "--checkpoint-every", "2",
+            "--demo-yaml", data / "demo.yaml", "--demo-batch-size", "2"]  # fmt: skip
     command = [sys.executable, str(REPO_ROOT / "finetune.py"), "train", *map(str, args)]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=small_hub_env, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=small_hub_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = []
     for line in process.stderr:  # the first progress line: a step of training is done
         lines.append(line)
@@ -200,18 +201,26 @@ def test_sigterm_saves_a_checkpoint_at_the_step_it_stops_on_and_the_run_continue
     stopped = next(line for line in lines if line.startswith("stopped by SIGTERM at step "))
     step = int(stopped.split()[5].rstrip(";"))
     run = TrainingRun(tmp_path / "open")
-    assert step >= 2 and run.last_checkpoint()[0] == step
+    assert step >= 3 and run.last_checkpoint()[0] == step  # the signal came after step 2's line: step 2 ran on
     assert training_state(run.last_checkpoint()[1])[0] == step
+    # step 2's checkpoint had its demos; the stop checkpoint none (a time limit may be running out), and says how to make them
+    assert (run.demos_dir(2) / "rain_item-1.wav").is_file() and not run.demos_dir(step).exists()
+    assert f"demos: none for step {step}, which stopped on a signal" in process.stdout.read()
     more = train(*args, "--max-steps", str(step + 1), env=small_hub_env)
     assert more.returncode == 0 and run.last_checkpoint()[0] == step + 1, more.stderr
+    assert (run.demos_dir(step + 1) / "rain_item-1.wav").is_file()  # --max-steps reached: demos as usual
 
 
-def test_keep_checkpoints_keeps_the_latest_only(data, small_hub_env, tmp_path) -> None:
-    args = [*dataset_flags(data, val=False), *BASE, *SMALL, "--save-dir", tmp_path, "--name", "kept", "--max-steps", "5",
-            "--checkpoint-every", "1", "--keep-checkpoints", "2"]  # fmt: skip
+def test_keep_checkpoints_keeps_the_latest_only_and_val_every_counts_optimizer_steps(data, small_hub_env, tmp_path) -> None:
+    """Five steps, each of two accumulated batches of 1 (the 2 training files: one epoch, as Lightning ends a step with each epoch)."""
+    args = [*dataset_flags(data), *BASE, *SMALL, "--batch-size", "1", "--accum-batches", "2", "--val-every", "2",
+            "--save-dir", tmp_path, "--name", "kept", "--max-steps", "5", "--checkpoint-every", "1", "--keep-checkpoints", "2"]  # fmt: skip
     result = train(*args, env=small_hub_env)
     assert result.returncode == 0, result.stderr
     assert [step for step, _ in TrainingRun(tmp_path / "kept").checkpoints()] == [4, 5]
+    metrics = (tmp_path / "kept" / "logs" / "csv" / "from-step-0" / "metrics.csv").read_text().splitlines()
+    column = metrics[0].split(",").index("val/avg_loss")
+    assert sum(bool(row.split(",")[column]) for row in metrics[1:]) == 2  # after steps 2 and 4, not after every 2 batches
 
 
 def run_in_process(capsys, args: list[str | Path]) -> str:
