@@ -57,7 +57,10 @@ class StopOnSignal(pl.Callback):
     The decision is reduced over all ranks after every batch (one boolean all-reduce), so every rank
     stops after the same step even when the signal reached them at different times. Lightning's own
     SIGTERM handler, installed when ``fit`` starts, would instead end training between steps without
-    a checkpoint (during validation, too), so the stop handlers are reinstalled over it.
+    a checkpoint (during validation, too), so the stop handlers are reinstalled over it. Lightning
+    also runs a whole validation pass when a callback stops training early (its early-stopping
+    rule); a stop signal usually means a time limit is running out, so validation is switched off
+    for what remains of the run, as the stop checkpoint's demos are (``demos``).
     """
 
     def __init__(self, stop: GracefulStop) -> None:
@@ -69,6 +72,7 @@ class StopOnSignal(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         if trainer.strategy.reduce_boolean_decision(self.stop.requested, all=False):
             trainer.should_stop = True
+            trainer.limit_val_batches = 0  # Lightning's ``enable_validation`` is then false
 
 
 class StepCheckpoints(ModelCheckpoint):
