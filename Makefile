@@ -25,8 +25,11 @@ demo: install
 	$(PY) -m stable_audio_tools_ext.model.tiny --hf-home $(DEMO_HF_HOME)
 	$(PY) -m stable_audio_tools_ext.run.demo --hf-home $(DEMO_HF_HOME) --output-dir $(DEMO_OUT)
 
+# Two pytest-xdist workers, a test file each at a time (module fixtures: one trained run, one studio,
+# one SLURM cluster per file): the 2-core machine is otherwise half idle between subprocesses.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # Re-resolve the pinned set (run on Python 3.11 / x86_64, then commit requirements/constraints.txt).
 lock:

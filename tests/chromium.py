@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.apt import install
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 DEBIAN_CHROMIUM = Path("/usr/bin/chromium")  # what `apt-get install chromium` provides
@@ -27,7 +28,6 @@ CHROMIUM_ARGS = [
     "--disable-quic",
     "--no-first-run",
 ]
-APT = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]
 
 
 def find_chromium() -> Path | None:
@@ -36,11 +36,6 @@ def find_chromium() -> Path | None:
         return DEBIAN_CHROMIUM
     found = next((path for name in CHROMIUM_NAMES if (path := shutil.which(name))), None)
     return Path(found) if found else None
-
-
-def _apt(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    return subprocess.run([*APT, *args], env=env, capture_output=True, text=True, timeout=1200)
 
 
 def ensure_chromium() -> Path:
@@ -56,10 +51,6 @@ def ensure_chromium() -> Path:
         pytest.skip(f"{missing}, and installing it needs root: run 'apt-get install chromium' as root, then rerun")
     if shutil.which("apt-get") is None:
         pytest.skip(f"{missing}, and there is no apt-get to install it with: install Chromium, then rerun")
-    _apt("update", "-q")
-    install = ("install", "-y", "-q", "--no-install-recommends", "chromium")
-    result = _apt(*install)
-    if result.returncode != 0:  # another apt-get may have held the lock past the timeout: try once more
-        result = _apt(*install)
-    assert result.returncode == 0 and DEBIAN_CHROMIUM.exists(), f"apt-get install chromium failed:\n{result.stderr[-3000:]}"
+    result = install(("chromium",), DEBIAN_CHROMIUM.exists)  # another test worker may have installed it meanwhile
+    assert DEBIAN_CHROMIUM.exists(), f"apt-get install chromium failed:\n{result.stderr[-3000:] if result else ''}"
     return DEBIAN_CHROMIUM

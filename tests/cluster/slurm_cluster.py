@@ -36,15 +36,13 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from tests.apt import install
 from tests.support import free_port
 
 PACKAGES = ("slurm-wlm", "munge")
 TOOLS = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "scontrol")
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
                 "PREEMPTED")  # fmt: skip
-APT_INSTALL = [
-    "apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "--no-install-recommends", *PACKAGES,
-]  # fmt: skip
 
 
 class SlurmError(RuntimeError):
@@ -57,15 +55,10 @@ def missing_tools() -> list[str]:
 
 def ensure_installed() -> None:
     """Install Debian's slurm-wlm and munge when they are missing (needs root; ~10 s)."""
-    if not missing_tools():
-        return
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    result = subprocess.run(APT_INSTALL, env=env, capture_output=True, text=True)
-    if result.returncode != 0:  # package lists may be missing on a fresh machine
-        subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=600", "update"], env=env, capture_output=True)
-        result = subprocess.run(APT_INSTALL, env=env, capture_output=True, text=True)
-    if result.returncode != 0 or missing_tools():
-        raise SlurmError(f"could not install {' '.join(PACKAGES)}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    result = install(PACKAGES, lambda: not missing_tools())
+    if missing_tools():
+        output = f"{result.stdout[-2000:]}{result.stderr[-2000:]}" if result else ""
+        raise SlurmError(f"could not install {' '.join(PACKAGES)}:\n{output}")
 
 
 def _tool(name: str) -> str:
