@@ -26,7 +26,6 @@ import soundfile as sf
 from tests.cluster.slurm_cluster import LocalSlurm, ensure_installed
 from tests.conftest import REPO_ROOT
 from tests.support import all_files, audio_files, free_port
-from tests.trees import DRUMS_AND_FX_FILES, DRUMS_AND_FX_TREE
 
 
 def on_local_slurm(test):
@@ -47,8 +46,6 @@ JOB_TIMEOUT = 420  # seconds; a job here takes 20-90 s, more when the machine is
 # Two CPU "GPUs": two tasks of one CPU on the single node (the scripts run one worker per task when
 # the node has no GPU). --time keeps a stuck job from outliving the test.
 CPU_OPTIONS = ["--ntasks-per-node=2", "--cpus-per-task=1", "--time=15"]
-
-SHORT_TREE, SHORT_FILES = DRUMS_AND_FX_TREE, DRUMS_AND_FX_FILES
 
 LONG_TREE = """\
 loops:
@@ -149,39 +146,6 @@ def clipped(seconds: dict[str, float]) -> dict[str, int]:
     return {name: round(value * 44100) for name, value in seconds.items()}
 
 
-SHORT_SECONDS = {name: 1.5 if name.startswith("drums/") else 2.0 if "rain" in name else 1.0 for name in SHORT_FILES}
-
-
-@on_local_slurm
-def test_single_node_script_runs_unchanged_on_cpu_tasks(slurm, small_hub_env, tmp_path) -> None:
-    tree, out = tmp_path / "tree.yaml", tmp_path / "out"
-    tree.write_text(SHORT_TREE)
-    env = job_env(slurm, small_hub_env, tree, out, "--sample-steps 8 --batch-size 2")
-    # generate.py flags after the script name reach generate.py too
-    job_id, work = submit(slurm, SINGLE_NODE, tmp_path, env, "--job-name=sat-single", args=("--clip-length",))
-    end = slurm.wait_finished(job_id, JOB_TIMEOUT)
-    log = job_log(work, job_id)
-    assert end["JobState"] == "COMPLETED" and end["ExitCode"] == "0:0", f"{end}\n{log}\n{slurm.logs()}"
-    assert "running 2 CPU worker(s)" in log and "--nproc_per_node 2" in log and "--standalone" in log
-    assert "finished: every item is in" in log and f"done: {len(SHORT_FILES)} items" in log
-    assert_complete(out, clipped(SHORT_SECONDS))
-
-
-@on_local_slurm
-def test_multi_node_script_runs_with_srun_and_c10d_rendezvous(slurm, small_hub_env, tmp_path) -> None:
-    """The multi-node script on the one node we have: srun launcher, head-node lookup, c10d rendezvous."""
-    tree, out = tmp_path / "tree.yaml", tmp_path / "out"
-    tree.write_text(SHORT_TREE)
-    env = job_env(slurm, small_hub_env, tree, out, "--sample-steps 8 --clip-length", RDZV_PORT=str(free_port()))
-    job_id, work = submit(slurm, MULTI_NODE, tmp_path, env, "--nodes=1", "--job-name=sat-multi")
-    end = slurm.wait_finished(job_id, JOB_TIMEOUT)
-    log = job_log(work, job_id)
-    assert end["JobState"] == "COMPLETED" and end["ExitCode"] == "0:0", f"{end}\n{log}\n{slurm.logs()}"
-    assert f"rendezvous 127.0.0.1:{env['RDZV_PORT']}" in log and "--rdzv-backend c10d" in log
-    assert f"done: {len(SHORT_FILES)} items" in log
-    assert_complete(out, clipped(SHORT_SECONDS))
-
-
 @on_local_slurm
 def test_a_bad_tree_ends_the_job_before_any_worker_starts(slurm, small_hub_env, tmp_path) -> None:
     """One clean block of messages and exit code 2, not one traceback per worker inside torchrun's report."""
@@ -198,17 +162,19 @@ def test_a_bad_tree_ends_the_job_before_any_worker_starts(slurm, small_hub_env, 
 
 @on_local_slurm
 @pytest.mark.parametrize("script", [SINGLE_NODE, MULTI_NODE], ids=["single-node", "multi-node"])
-def test_time_limit_signal_stops_cleanly_requeues_and_resumes(slurm, small_hub_env, tmp_path, script) -> None:
-    """SIGUSR1 to the batch script (what --signal=B:USR1@120 sends) mid-run: stop, requeue, resume, complete.
+def test_scripts_run_unchanged_and_a_time_limit_signal_stops_requeues_and_resumes(slurm, small_hub_env, tmp_path, script) -> None:
+    """Each generation script on two CPU tasks; SIGUSR1 to the batch script (what --signal=B:USR1@120
+    sends) mid-run: stop, requeue, resume, complete.
 
-    The single-node script passes the signal to torchrun, the multi-node one to srun (which passes
-    it to every process of its step, on every node).
+    The single-node script starts torchrun --standalone and passes the signal to it; the multi-node
+    one starts torchrun through srun (head-node lookup, c10d rendezvous) and passes the signal to srun,
+    which passes it to every process of its step, on every node. ``--clip-length`` is given after
+    the script's name: such flags reach generate.py (the files' lengths show it).
     """
     tree, out = tmp_path / "tree.yaml", tmp_path / "out"
     tree.write_text(LONG_TREE)
-    env = job_env(slurm, small_hub_env, tree, out, "--sample-steps 40 --batch-size 1 --clip-length",
-                  RDZV_PORT=str(free_port()))  # fmt: skip
-    job_id, work = submit(slurm, script, tmp_path, env, "--nodes=1", "--job-name=sat-requeue")
+    env = job_env(slurm, small_hub_env, tree, out, "--sample-steps 40 --batch-size 1", RDZV_PORT=str(free_port()))
+    job_id, work = submit(slurm, script, tmp_path, env, "--nodes=1", "--job-name=sat-requeue", args=("--clip-length",))
 
     deadline = time.monotonic() + JOB_TIMEOUT
     while not audio_files(out):  # let the first run write a few files
@@ -236,6 +202,13 @@ def test_time_limit_signal_stops_cleanly_requeues_and_resumes(slurm, small_hub_e
     assert stopped and resumed, log
     assert int(resumed.group(1)) == len(first_run) == 20 - int(stopped.group(1))
     assert "received SIGUSR1" in log and "restart 1" in log
+    assert "running 2 CPU worker(s)" in log and "--nproc_per_node 2" in log
+    if script == SINGLE_NODE:
+        assert "--standalone" in log
+    else:
+        assert f"rendezvous 127.0.0.1:{env['RDZV_PORT']}" in log and "--rdzv-backend c10d" in log
+    second_run = log.split("restart 1")[-1]
+    assert f"done: {20 - len(first_run)} items generated" in second_run and "finished: every item is in" in second_run
 
     assert_complete(out, clipped({name: 2.0 for name in LONG_FILES}))
     final = {name: path.stat().st_mtime_ns for name, path in audio_files(out).items()}
