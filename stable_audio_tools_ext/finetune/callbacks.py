@@ -94,6 +94,19 @@ class StepCheckpoints(ModelCheckpoint):
         if ending and not self._should_skip_saving_checkpoint(trainer):
             self._save_none_monitor_checkpoint(trainer, self._monitor_candidates(trainer))
 
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Record the batch in flight as done: every checkpoint here is written at the end of the batch that made its step.
+
+        Lightning 2.1 counts a batch as completed only after ``on_train_batch_end``, so a checkpoint
+        written there says one batch fewer; on resume the loop replays that batch's count, and
+        with ``--accum-batches N`` the first resumed optimizer step took a single micro-batch and
+        skipped the zero-grad hook where upstream's wrapper updates its EMA (a run resumed from
+        step 3 to 4 had 3 EMA updates). Later Lightning releases treat such a checkpoint the same way.
+        """
+        progress = checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]
+        for counts in (progress["current"], progress["total"]):
+            counts["completed"] = counts["processed"]
+
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
         for hook in self.after_save:

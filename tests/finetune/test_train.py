@@ -215,15 +215,21 @@ def test_sigterm_saves_a_checkpoint_at_the_step_it_stops_on_and_the_run_continue
 
 
 def test_keep_checkpoints_keeps_the_latest_only_and_val_every_counts_optimizer_steps(data, small_hub_env, tmp_path) -> None:
-    """Five steps, each of two accumulated batches of 1 (the 2 training files: one epoch, as Lightning ends a step with each epoch)."""
+    """Five steps, each of two accumulated batches of 1 (the 2 training files: one epoch, as Lightning ends a step with each epoch),
+    then continued to a sixth."""
     args = [*dataset_flags(data), *BASE, *SMALL, "--batch-size", "1", "--accum-batches", "2", "--val-every", "2",
-            "--save-dir", tmp_path, "--name", "kept", "--max-steps", "5", "--checkpoint-every", "1", "--keep-checkpoints", "2"]  # fmt: skip
-    result = train(*args, env=small_hub_env)
+            "--save-dir", tmp_path, "--name", "kept", "--checkpoint-every", "1", "--keep-checkpoints", "2"]  # fmt: skip
+    result = train(*args, "--max-steps", "5", env=small_hub_env)
     assert result.returncode == 0, result.stderr
     assert [step for step, _ in TrainingRun(tmp_path / "kept").checkpoints()] == [4, 5]
     metrics = (tmp_path / "kept" / "logs" / "csv" / "from-step-0" / "metrics.csv").read_text().splitlines()
     column = metrics[0].split(",").index("val/avg_loss")
     assert sum(bool(row.split(",")[column]) for row in metrics[1:]) == 2  # after steps 2 and 4, not after every 2 batches
+    # continued from step 5: its next step takes two micro-batches as well, the EMA and scheduler count it
+    more = train(*args, "--max-steps", "6", env=small_hub_env)
+    assert more.returncode == 0, more.stderr
+    step, last = TrainingRun(tmp_path / "kept").last_checkpoint()
+    assert step == 6 and training_state(last) == (6, 6, 6, 6)
 
 
 def run_in_process(capsys, args: list[str | Path]) -> str:
