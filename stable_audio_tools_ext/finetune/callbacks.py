@@ -101,7 +101,7 @@ class StepCheckpoints(ModelCheckpoint):
         written there says one batch fewer; on resume the loop replays that batch's count, and
         with ``--accum-batches N`` the first resumed optimizer step took a single micro-batch and
         skipped the zero-grad hook where upstream's wrapper updates its EMA (a run resumed from
-        step 3 to 4 had 3 EMA updates). Later Lightning releases treat such a checkpoint the same way.
+        step 5 to 6 had 5 EMA updates). Lightning issues #14579 and #19815; later releases compensate on loading.
         """
         progress = checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]
         for counts in (progress["current"], progress["total"]):
