@@ -12,6 +12,7 @@ import torch
 
 from ..quiet import hide_library_prints
 from .checkpoints import CheckpointError, read_state_dict
+from .lora import AdaptedWeights, apply_adapters
 from .spec import PRECISION_NAMES, ModelLoadError, ModelRequest, ModelSpec, download
 
 # The dtype of each name ``spec.PRECISION_NAMES`` offers on the command line, in the same order.
@@ -29,6 +30,7 @@ class LoadedModel:
     precision: str  # of the DiT; see ``load_model``
     weights_read: str  # what was read, e.g. "safetensors" or "training checkpoint, ema weights"
     decode_chunk: int | None = None  # VAE-decode in chunks of this many latent frames (--decode-chunk)
+    adapters: AdaptedWeights | None = None  # the LoRA adapters merged into its weights (spec.adapters)
 
     @property
     def dit_dtype(self) -> torch.dtype:
@@ -148,7 +150,9 @@ def load_model(spec: ModelSpec, device: torch.device, precision: str | None = No
 
     Precision applies to the DiT, where the compute is. The VAE keeps the dtype its config asks for
     (float32 unless ``model_half``) because its decoder produces the waveform directly, and the T5
-    conditioner keeps upstream's float16; the engine returns float32 audio either way.
+    conditioner keeps upstream's float16; the engine returns float32 audio either way. The spec's
+    LoRA adapters are merged into the weights last, at the DiT's precision (``lora``); one that does
+    not fit the model raises ``ModelLoadError`` before anything is generated.
     """
     precision = resolve_precision(precision, device.type)
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -157,7 +161,9 @@ def load_model(spec: ModelSpec, device: torch.device, precision: str | None = No
     configure_backends(device)
     model = model.to(device).eval().requires_grad_(False)
     model.model.to(PRECISIONS[precision])
-    return LoadedModel(spec=spec, model=model, device=device, precision=precision, weights_read=weights_read)
+    adapters = apply_adapters(model, spec.adapters, device)
+    return LoadedModel(spec=spec, model=model, device=device, precision=precision, weights_read=weights_read,
+                       adapters=adapters)  # fmt: skip
 
 
 def compile_dit(loaded: LoadedModel) -> None:

@@ -60,6 +60,30 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_lora_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the "LoRA adapters" flag group (``generate.py`` only, so far)."""
+    lora = parser.add_argument_group("LoRA adapters (stable-audio-tools' format; docs/models.md#lora-adapters-generation)")
+    lora.add_argument(
+        "--lora",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="apply this LoRA adapter (.safetensors with lora_config metadata, as stable-audio-tools >= 0.0.20 "
+        "writes) to every item; repeat for several, applied in order; part of each item's fingerprint by the "
+        "file's content hash",
+    )
+    lora.add_argument(
+        "--lora-strength",
+        type=float,
+        action="append",
+        default=[],
+        metavar="S",
+        help="adapter strength: once for every --lora, or once per --lora in the same order (default: 1; "
+        "0 gives exactly the model without the adapter)",
+    )
+
+
 def model_request_from_args(args: argparse.Namespace) -> ModelRequest:
     return ModelRequest(
         pretrained_name=args.pretrained_name,
@@ -69,6 +93,8 @@ def model_request_from_args(args: argparse.Namespace) -> ModelRequest:
         weights=args.weights,
         pretransform_ckpt_path=args.pretransform_ckpt_path,
         trust_checkpoint=args.trust_checkpoint,
+        lora=tuple(vars(args).get("lora", ())),  # only generate.py has the LoRA flags so far
+        lora_strength=tuple(vars(args).get("lora_strength", ())),
     )
 
 

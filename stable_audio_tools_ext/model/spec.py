@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from ..request import LatentGeometry
 from .families import SamplerFamily, family_of
+from .lora_files import AdapterUse, LoraFileError, read_lora_file
 
 PRECISION_NAMES = ("fp32", "fp16", "bf16")
 # A training run's folder (``finetune.py train``): SAVE_DIR/NAME/model_config.json beside SAVE_DIR/NAME/checkpoints/.
@@ -44,6 +46,8 @@ class ModelRequest:
     weights: Weights | None = None  # EMA or online weights of a training checkpoint (default: EMA when present)
     pretransform_ckpt_path: Path | None = None
     trust_checkpoint: bool = False
+    lora: tuple[Path, ...] = ()  # LoRA adapter files applied on top of the weights (``lora_files``)
+    lora_strength: tuple[float, ...] = ()  # one for all adapters, or one each; none: 1
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class ModelSpec:
     source: str  # hub repo id, or the local checkpoint path
     revision: str  # hub commit of the snapshot, or "sha256:<hex>" of the local checkpoint (+ options)
     request: ModelRequest
+    adapters: tuple[AdapterUse, ...] = ()  # the LoRA adapters the loaded model carries, with their strengths
 
     @property
     def sample_rate(self) -> int:
@@ -170,19 +175,43 @@ def config_of_checkpoint(ckpt_path: Path) -> Path | None:
     return next((path for path in candidates if path.is_file()), None)
 
 
+def read_adapters(request: ModelRequest) -> tuple[AdapterUse, ...]:
+    """The request's LoRA adapters, each file's header checked and its content hashed; raises ``ModelLoadError``.
+
+    Strengths: none (every adapter at 1), one (every adapter at it), or one per adapter, in order.
+    """
+    paths, strengths = request.lora, request.lora_strength
+    if not all(math.isfinite(s) for s in strengths):
+        raise ModelLoadError(f"--lora-strength: every strength must be a finite number, not {' '.join(map(str, strengths))}")
+    if strengths and not paths:
+        raise ModelLoadError("--lora-strength needs --lora (the adapter files it applies to)")
+    if len(strengths) > 1 and len(strengths) != len(paths):
+        raise ModelLoadError(f"--lora-strength: give one value for all adapters or one per --lora "
+                             f"({len(paths)} --lora, {len(strengths)} strengths)")  # fmt: skip
+    per_adapter = strengths if len(strengths) > 1 else (strengths or (1.0,)) * len(paths)
+    try:
+        return tuple(AdapterUse(read_lora_file(path), _sha256(path), float(s)) for path, s in zip(paths, per_adapter))
+    except LoraFileError as exc:
+        raise ModelLoadError(str(exc)) from None
+
+
 def read_model_spec(request: ModelRequest) -> ModelSpec:
     """Resolve which model to use and read its config; raises ``ModelLoadError`` with advice.
 
     ``--ckpt-path`` without ``--model-config`` uses the config found beside the checkpoint
     (``config_of_checkpoint``); the spec's request then names it, so what was loaded is on record.
+    LoRA adapters are part of the model's identity (its revision, so of every item's fingerprint) by
+    their content hash and strength.
     """
     if request.pretransform_ckpt_path is not None and not request.pretransform_ckpt_path.is_file():
         raise ModelLoadError(f"--pretransform-ckpt-path {request.pretransform_ckpt_path}: file not found")
+    adapters = read_adapters(request)
     options = "".join(
         f";{name}={value}"
         for name, value in (
             ("weights", request.weights),
             ("vae", request.pretransform_ckpt_path and _sha256(request.pretransform_ckpt_path)),
+            ("lora", ",".join(adapter.identity() for adapter in adapters)),
         )
         if value
     )
@@ -202,7 +231,7 @@ def read_model_spec(request: ModelRequest) -> ModelSpec:
         config = read_model_config(request.model_config)
         if not request.ckpt_path.is_file():
             raise ModelLoadError(f"--ckpt-path {request.ckpt_path}: file not found")
-        return ModelSpec(config, str(request.ckpt_path), f"sha256:{_sha256(request.ckpt_path)}{options}", request)
+        return ModelSpec(config, str(request.ckpt_path), f"sha256:{_sha256(request.ckpt_path)}{options}", request, adapters)
     if request.weights is not None:
         raise ModelLoadError("--weights applies to local training checkpoints (--ckpt-path), not hub models")
     if not request.pretrained_name:
@@ -211,4 +240,4 @@ def read_model_spec(request: ModelRequest) -> ModelSpec:
     where = f"--pretrained-name {request.pretrained_name}"
     config = _check_config(_read_json(config_file, where), where)
     # hf_hub_download returns <cache>/snapshots/<commit>/model_config.json: the snapshot is the revision.
-    return ModelSpec(config, request.pretrained_name, config_file.parent.name + options, request)
+    return ModelSpec(config, request.pretrained_name, config_file.parent.name + options, request, adapters)

@@ -23,7 +23,7 @@ hide_library_warnings()  # before the imports below, which trigger some of them
 
 from ..datasets.training import add_dataset_arguments, dataset_argument_problems  # noqa: E402
 from ..model.families import SAMPLER_NAMES  # noqa: E402
-from ..model.options import add_model_arguments, model_spec_from_args  # noqa: E402
+from ..model.options import add_lora_arguments, add_model_arguments, model_spec_from_args  # noqa: E402
 from ..model.spec import ModelLoadError, ModelSpec  # noqa: E402
 from ..output.audio_io import FORMATS  # noqa: E402
 from ..sampling.chunking import DECODE_OVERLAP_PER_SIDE, MIN_DECODE_CHUNK, decode_chunk_frames  # noqa: E402
@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         "seconds_start + seconds_total rounded up to 0.74 s with --latent-length auto, the model's whole window with full)",
     )
     add_model_arguments(parser)
+    add_lora_arguments(parser)
     sampling = parser.add_argument_group(
         "sampling (defaults come from the model family: SAO 1.0 dpmpp-3m-sde/100 steps/cfg 7/sigma 0.3..500, "
         "SAO Small pingpong/8 steps/cfg 1; YAML leaves may override steps, cfg_scale, sampler_type, seed)"

@@ -39,6 +39,7 @@ def _record(item: WorkItem, settings: OutputSettings, loaded: LoadedModel, **fie
         "format": settings.audio_format,
         "clip_length": settings.clip_length,
         "sample_rate": loaded.spec.sample_rate,
+        **({"lora": [adapter.record() for adapter in loaded.spec.adapters]} if loaded.spec.adapters else {}),
         "fingerprint": fingerprint(item, settings),
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **fields,

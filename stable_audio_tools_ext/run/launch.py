@@ -44,7 +44,16 @@ from .outputs import current_state, output_settings, seconds_of
 from .progress import ProgressDisplay, RankProgress, job_totals, progress_dir, remove_progress
 from .score import load_scorer, score_unscored
 from .signals import GracefulStop
-from .views import imbalance, model_description, output_tree, rank_costs, rank_times, sampling_settings, start_table
+from .views import (
+    adapters_text,
+    imbalance,
+    model_description,
+    output_tree,
+    rank_costs,
+    rank_times,
+    sampling_settings,
+    start_table,
+)
 
 
 # torchrun turns any stop into its own exit code 1 and a traceback (a SignalException when it was
@@ -112,6 +121,7 @@ def _show_start(
     console.print(start_table([
         ("model", f"{model_description(spec)} ({loaded.weights_read})"),
         ("parameters", counts),
+        *([("LoRA", adapters_text(spec))] if spec.adapters else []),
         ("audio", f"{spec.sample_rate} Hz, window {spec.window_seconds:.2f} s"),
         ("compute", f"{ctx.world_size} rank(s) x {ctx.device.type}, DiT in {loaded.precision}"),
         ("items", f"{len(items)} in the tree, {len(state.pending)} to generate"),

@@ -111,6 +111,15 @@ def model_description(spec: ModelSpec) -> str:
     return f"{spec.source} @ {spec.revision[:19] if spec.revision.startswith('sha256:') else spec.revision[:12]}"
 
 
+def adapters_text(spec: ModelSpec) -> str:
+    """The LoRA adapters applied to every item: file, first digits of its sha256, strength, rank and alpha."""
+    return "; ".join(
+        f"{a.file.path.name} (sha256 {a.sha256[:12]}) at strength {a.strength:g}, rank {a.file.config.rank}, "
+        f"alpha {a.file.config.alpha:g}, {len(a.file.layers)} layers"
+        for a in spec.adapters
+    )
+
+
 def rank_costs(order: Sequence[WorkItem], world_size: int, window_frames: int) -> list[int]:
     """Planned compute per rank for items dealt out in ``order``."""
     return [sum(item_cost(i, window_frames) for i in shard(order, world_size, rank)) for rank in range(world_size)]

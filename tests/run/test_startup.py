@@ -11,7 +11,9 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
 from tests.conftest import REPO_ROOT
 from tests.support import write
@@ -75,6 +77,15 @@ def test_check_validates_everything_without_torch(small_hub_env, tmp_path) -> No
     too_long = write(tmp_path, "music:\n  loop: {prompt: x, seconds_total: 60}\n", name="long.yaml")
     probe = _probe(["--cond-yaml-path", str(too_long), "--output-dir", str(tmp_path / "out"), "--check"], small_hub_env)
     assert probe["code"] == 2 and "music/loop: seconds_start + seconds_total" in probe["stderr"]
+    assert "torch" not in probe["heavy"]
+
+    dora = tmp_path / "dora.safetensors"  # a LoRA file's header is read without torch
+    layer = "model.transformer.layers.0.self_attn.to_qkv.parametrizations.weight.0."
+    save_file({f"{layer}lora_A": np.zeros((4, 8), np.float16), f"{layer}lora_B": np.zeros((8, 4), np.float16)}, str(dora),
+              metadata={"lora_config": json.dumps({"rank": 4, "alpha": 4, "adapter_type": "dora"})})  # fmt: skip
+    probe = _probe(["--cond-yaml-path", str(tree), "--output-dir", str(tmp_path / "out"), "--check", "--lora", str(dora)],
+                   small_hub_env)  # fmt: skip
+    assert probe["code"] == 2 and f"LoRA adapter {dora}: adapter_type 'dora' is not supported" in probe["stderr"]
     assert "torch" not in probe["heavy"]
 
 
