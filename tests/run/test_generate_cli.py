@@ -256,13 +256,15 @@ def test_process_exit_code_is_2_for_bad_input(full_hub_env, tmp_path) -> None:
     assert result.returncode == 2
     assert "music/drum/loop/secons_total: unknown leaf field; did you mean 'seconds_total'?" in result.stderr
     assert not (tmp_path / "o").exists()
-    # Under torchrun: rank 0's block, once, and torchrun's report of rank 0's exit code 2 alone. Rank 1
-    # leaves the tree to rank 0 and exits 0; had it exited 2 first, torchrun would kill rank 0 unprinted.
+    # Under torchrun: rank 0's block, once, and torchrun's report of rank 0's exit code 2. Rank 1 leaves
+    # the tree to rank 0 and exits 0; had it exited 2 first, torchrun would kill rank 0 unprinted. (When
+    # rank 1 is still starting as rank 0 ends - a loaded machine - torchrun stops it with SIGTERM and
+    # its report lists it too, with exit code -15.)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", GENERATE]
     result = run([*torchrun, "--cond-yaml-path", str(tree), "--output-dir", str(tmp_path / "o")], full_hub_env)
     assert result.returncode == 1  # torchrun's own status for any failed worker
     assert result.stderr.count("unknown leaf field") == 1, result.stderr
-    assert "<NO_OTHER_FAILURES>" in result.stderr and "exitcode  : 2" in result.stderr, result.stderr
+    assert result.stderr.count("exitcode  : 2") == 1, result.stderr
 
 
 def test_other_ranks_leave_the_tree_to_rank_0_and_report_only_their_node(small_hub, tmp_path, capsys, monkeypatch) -> None:
