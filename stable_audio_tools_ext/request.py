@@ -49,9 +49,22 @@ class InitAudio:
     sha256: str
 
 
+@dataclass(frozen=True)
+class LeafAdapter:
+    """A LoRA adapter a leaf applies (YAML ``lora``/``lora_strength``), identified like init audio by
+    its content hash: the same file moved elsewhere gives the same items, an edited one new ones."""
+
+    path: str  # absolute, as resolved against the YAML file's folder
+    sha256: str
+    strength: float
+
+    def identity(self) -> str:
+        return f"{self.sha256}@{self.strength!r}"
+
+
 # Fields added after the first datasets were written: left out of ``identity`` while unset, so that
 # the fingerprints (and so the resume decisions) of every earlier item stay what they were.
-_LATER_OPTIONAL_FIELDS = ("init_audio", "init_noise_level", "cfg_interval")
+_LATER_OPTIONAL_FIELDS = ("init_audio", "init_noise_level", "cfg_interval", "lora")
 
 
 @dataclass(frozen=True)
@@ -72,15 +85,23 @@ class GenerationRequest:
     init_audio: InitAudio | None = None
     init_noise_level: float | None = None  # set exactly when init_audio is: the sampler starts at this sigma
     cfg_interval: tuple[float, float] | None = None  # guidance only while the DiT's sigma is inside; None: always
+    # The leaf's adapters, replacing --lora's for this item (``()``: none, the base model); None: --lora's.
+    lora: tuple[LeafAdapter, ...] | None = None
 
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys can share one batch: one schedule and one latent length per batch.
 
         Init audio itself may differ within a batch (each item starts from its own latents); its noise
-        level may not, since it is where the shared schedule starts.
+        level may not, since it is where the shared schedule starts. Neither may the adapter set and
+        strengths: they are merged into the model's weights, which every item of a batch shares.
+        The latent length comes last (the engine compares the rest).
         """
         return (self.steps, self.cfg_scale, self.sampler_type, self.sigma_min, self.sigma_max, self.init_noise_level,
-                self.cfg_interval, self.latent_frames)  # fmt: skip
+                self.cfg_interval, self.adapter_key(), self.latent_frames)  # fmt: skip
+
+    def adapter_key(self) -> tuple[str, ...] | None:
+        """The item's adapter set and strengths by content (``None``: --lora's, whatever they are)."""
+        return None if self.lora is None else tuple(adapter.identity() for adapter in self.lora)
 
     def identity(self) -> dict[str, Any]:
         """What decides the audio, as JSON-able data: the request's fingerprint is a hash of it."""
@@ -90,4 +111,6 @@ class GenerationRequest:
                 del fields[name]
         if self.init_audio is not None:
             fields["init_audio"] = self.init_audio.sha256
+        if self.lora is not None:
+            fields["lora"] = list(self.adapter_key() or ())
         return fields

@@ -29,7 +29,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from ..output.atomic import atomic_open
-from .lora_files import LORA_CONFIG_KEY, AdapterUse, LoraConfig
+from ..request import LeafAdapter
+from .lora_files import LORA_CONFIG_KEY, AdapterUse, LoraConfig, LoraFileError, read_lora_file
 from .spec import ModelLoadError
 
 ADAPTED_TYPES = (torch.nn.Linear, torch.nn.Conv1d)  # the layer types stable-audio-tools' loader adapts
@@ -96,6 +97,32 @@ class AdaptedWeights:
         self._model = model
         self._base: dict[str, torch.Tensor] = {}  # base weight of every layer an adapter has touched
         self.active: tuple[tuple[Adapter, float], ...] = ()
+        self.default: tuple[tuple[Adapter, float], ...] = ()  # --lora's set: what items without leaf adapters get
+        self._read: dict[str, Adapter] = {}  # leaf adapters by content hash, each read once per process
+
+    def read(self, adapters: Sequence[LeafAdapter], device: torch.device) -> list[tuple[Adapter, float]]:
+        """Leaf adapters read and checked against the model (once per file content), with their strengths;
+        raises ``ModelLoadError`` naming the file and the first key that does not fit."""
+        read = []
+        for leaf in adapters:
+            if leaf.sha256 not in self._read:
+                try:
+                    use = AdapterUse(read_lora_file(Path(leaf.path)), leaf.sha256, leaf.strength)
+                except LoraFileError as exc:  # changed since the tree was checked
+                    raise ModelLoadError(str(exc)) from None
+                self._read[leaf.sha256] = read_adapter(self._model, use, device)
+            read.append((self._read[leaf.sha256], leaf.strength))
+        return read
+
+    def use(self, adapters: Sequence[LeafAdapter] | None, device: torch.device) -> None:
+        """Make the weights those of an item's adapters (``None``: ``default``), unless they already are.
+
+        The engine calls this per batch (a batch shares one set: ``GenerationRequest.batch_key``), so
+        runs of batches with the same set cost nothing and a switch costs one merge, no reload."""
+        wanted = self.default if adapters is None else tuple(self.read(adapters, device))
+        key = lambda pairs: [(a.use.sha256, s) for a, s in pairs]  # noqa: E731
+        if key(wanted) != key(self.active):
+            self.set(wanted)
 
     def set(self, adapters: Sequence[tuple[Adapter, float]]) -> None:
         """Make the weights base + the update of each adapter at its strength (in order); ``[]``: the base."""
@@ -126,6 +153,7 @@ def apply_adapters(model: torch.nn.Module, uses: Sequence[AdapterUse], device: t
     """Read, check and merge ``uses`` into ``model`` (on ``device``) at their strengths."""
     adapted = AdaptedWeights(model)
     adapted.set([(read_adapter(model, use, device), use.strength) for use in uses])
+    adapted.default = adapted.active
     return adapted
 
 

@@ -32,7 +32,7 @@ from ..tree.conditions import ConditionTreeError, Problem, warnings_report  # no
 from ..tree.plan import DEFAULT_MAX_ITEMS, SamplingDefaults, WorkItem, balanced_order, build_plan, plan_warnings  # noqa: E402
 from ..tree.reader import read_condition_file  # noqa: E402
 from .exits import EXIT_OK, ConciseArgumentParser, launched_as, print_problems, where  # noqa: E402
-from .leaf_checks import init_audio_problems, model_problems  # noqa: E402
+from .leaf_checks import init_audio_problems, lora_problems, model_problems  # noqa: E402
 from .outputs import current_state, seconds_of  # noqa: E402
 
 LOG_WIDTH = 160  # columns when writing to a log file (SLURM, CI) rather than a terminal
@@ -220,7 +220,7 @@ def _check_inputs(args: argparse.Namespace) -> tuple[list[WorkItem], ModelSpec] 
     except ModelLoadError as exc:
         return _report(args, [], errors + dataset_argument_problems(args), [*node_errors, str(exc)])
     errors += _apply_model_defaults(args, spec)
-    problems = model_problems(leaves, spec, args.sigma_min) + init_audio_problems(leaves)
+    problems = model_problems(leaves, spec, args.sigma_min) + init_audio_problems(leaves) + lora_problems(leaves)
     items: list[WorkItem] = []
     if not errors and not node_errors and not problems:
         defaults = SamplingDefaults(

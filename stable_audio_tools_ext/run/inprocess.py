@@ -22,7 +22,7 @@ from ..tree.plan import MAX_ITEMS_FLAG, SamplingDefaults, WorkItem, balanced_ord
 from ..tree.reader import read_condition_file
 from .distributed import shard
 from .job import run_rank
-from .leaf_checks import init_audio_problems, model_problems
+from .leaf_checks import init_audio_problems, lora_problems, model_problems
 from .progress import RankProgress, remove_progress
 from .signals import GracefulStop
 
@@ -57,7 +57,7 @@ def plan_tree(
     ``limit_flag``: the flag that raises ``max_items``, named when a tree is over it.
     """
     leaves, problems = read_condition_file(tree_file, spec.family.samplers, max_items, read_init_audio, limit_flag)
-    problems += model_problems(leaves, spec, defaults.sigma_min) + init_audio_problems(leaves)
+    problems += model_problems(leaves, spec, defaults.sigma_min) + init_audio_problems(leaves) + lora_problems(leaves)
     try:
         items = build_plan(leaves, defaults, spec.window_seconds, AUDIO_FORMAT, source, max_items, spec.geometry,
                            limit_flag=limit_flag)

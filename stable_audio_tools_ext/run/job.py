@@ -26,20 +26,30 @@ from .progress import RankProgress
 from .signals import GracefulStop
 
 
+def _adapters_record(item: WorkItem, loaded: LoadedModel) -> dict[str, Any]:
+    """The item's LoRA adapters as --lora records them (file name, sha256, strength): its leaf's, else --lora's.
+
+    Replaces the request's own ``lora`` field, whose absolute paths say where the files were, not what."""
+    leaf = item.request.lora
+    if leaf is not None:
+        return {"lora": [{"file": Path(a.path).name, "sha256": a.sha256, "strength": a.strength} for a in leaf]}
+    return {"lora": [adapter.record() for adapter in loaded.spec.adapters]} if loaded.spec.adapters else {}
+
+
 def _record(item: WorkItem, settings: OutputSettings, loaded: LoadedModel, **fields: Any) -> dict[str, Any]:
     return {
         "path": item.relpath,
         "leaf": item.leaf,
         "k": item.k,
         "vars": item.vars,
-        **dataclasses.asdict(item.request),
+        **{k: v for k, v in dataclasses.asdict(item.request).items() if k != "lora"},
         "model": settings.model,
         "model_revision": settings.model_revision,
         "precision": loaded.precision,
         "format": settings.audio_format,
         "clip_length": settings.clip_length,
         "sample_rate": loaded.spec.sample_rate,
-        **({"lora": [adapter.record() for adapter in loaded.spec.adapters]} if loaded.spec.adapters else {}),
+        **_adapters_record(item, loaded),
         "fingerprint": fingerprint(item, settings),
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **fields,

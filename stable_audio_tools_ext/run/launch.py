@@ -76,6 +76,8 @@ def run_job(args: argparse.Namespace, items: list[WorkItem], spec: ModelSpec, co
         state = current_state(args, items, spec) if ctx.is_main else None
         try:
             loaded = load_model(spec, ctx.device, args.precision)
+            if loaded.adapters is not None:  # every leaf adapter checked against the model before any sampling
+                loaded.adapters.read(list({a.sha256: a for i in items for a in i.request.lora or ()}.values()), ctx.device)
             loaded.decode_chunk = args.decode_chunk
             if args.compile:
                 compile_dit(loaded)

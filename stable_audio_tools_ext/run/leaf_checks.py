@@ -1,4 +1,4 @@
-"""Checks of valid leaves that need more than the YAML: the model's sampler family, the init audio files.
+"""Checks of valid leaves that need more than the YAML: the model's sampler family, the init audio and LoRA files.
 
 ``tree`` reads a tree without knowing the model or opening audio (it may not import either); these
 checks run after it, before anything is loaded, and report in the same ``Problem`` form - YAML path
@@ -8,10 +8,12 @@ and line - so ``generate.py`` and the studio show them beside the tree's own pro
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import soundfile as sf
 
 from ..model.families import lowest_start
+from ..model.lora_files import LoraFileError, read_lora_file
 from ..model.spec import ModelSpec
 from ..tree.conditions import Condition, Problem
 
@@ -54,6 +56,26 @@ def init_audio_problems(leaves: Iterable[Condition]) -> list[Problem]:
             verdicts[path] = _unreadable(path)
         if verdicts[path] is not None:
             problems.append(Problem(f"{leaf.name}/init_audio", f"{path}: {verdicts[path]}", leaf.line))
+    return problems
+
+
+def lora_problems(leaves: Iterable[Condition]) -> list[Problem]:
+    """Leaves whose ``lora`` files are not LoRA adapters of a supported type (each header read once).
+
+    Whether an adapter's shapes fit the model is known only once the model is loaded
+    (``LoadedModel.read_adapters``, still before anything is sampled)."""
+    verdicts: dict[str, str | None] = {}
+    problems = []
+    for leaf in leaves:
+        for adapter in leaf.lora or ():
+            if adapter.path not in verdicts:
+                try:
+                    read_lora_file(Path(adapter.path))
+                    verdicts[adapter.path] = None
+                except LoraFileError as exc:
+                    verdicts[adapter.path] = str(exc)
+            if verdicts[adapter.path] is not None:
+                problems.append(Problem(f"{leaf.name}/lora", str(verdicts[adapter.path]), leaf.line))
     return problems
 
 

@@ -120,6 +120,25 @@ def adapters_text(spec: ModelSpec) -> str:
     )
 
 
+def leaf_adapters_table(items: Sequence[WorkItem]) -> Table | None:
+    """One row per adapter set the leaves' ``lora`` fields ask for (file, first digits of its sha256,
+    strength), with its items and leaves; ``None`` when no leaf sets adapters (every item gets --lora's)."""
+    sets: dict[tuple[str, ...] | None, list[WorkItem]] = {}
+    for item in items:
+        sets.setdefault(item.request.adapter_key(), []).append(item)
+    if set(sets) == {None}:
+        return None
+    table = Table()
+    for column in ("adapters (file, sha256, strength)", "items", "leaves"):
+        table.add_column(column, justify="right" if column in ("items", "leaves") else "left")
+    for key, group in sets.items():
+        lora = group[0].request.lora
+        files = "; ".join(f"{Path(a.path).name} ({a.sha256[:12]}) at {a.strength:g}" for a in lora or ())
+        text = "--lora's" if lora is None else files or "none (base model)"
+        table.add_row(text, str(len(group)), str(len(dict.fromkeys(item.leaf for item in group))))
+    return table
+
+
 def rank_costs(order: Sequence[WorkItem], world_size: int, window_frames: int) -> list[int]:
     """Planned compute per rank for items dealt out in ``order``."""
     return [sum(item_cost(i, window_frames) for i in shard(order, world_size, rank)) for rank in range(world_size)]
@@ -180,6 +199,10 @@ def dry_run_plan(
     )
     sweeps = sweep_table(items)
     sweep_section = [Text("Sweeps (leaves expanded from _sweep/_zip)", style="bold"), sweeps] if sweeps else []
+    adapters = leaf_adapters_table(items)
+    if adapters is not None:
+        title = "LoRA adapters of the leaves (YAML lora/lora_strength; batched by set)"
+        sweep_section += [Text(title, style="bold"), adapters]
     return Group(
         Text("Items per top-level branch", style="bold"), branches, *sweep_section,
         Text("Sampling settings (sampler, steps, CFG) of the items", style="bold"), sampling_table(items),

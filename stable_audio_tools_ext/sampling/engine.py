@@ -6,7 +6,8 @@ DiT with batched classifier-free guidance, and the VAE decode - and adds what up
 of a request depends only on the request, never on the batch it happens to share; latents are only
 as long as the request needs; and repeated prompts are encoded once. Init audio (each item its own
 file, encoded per item: ``init_audio``) and the DiT's guidance interval (``cfg_interval``) are
-upstream's options, passed through per batch.
+upstream's options, passed through per batch. A leaf's LoRA adapters (``lora``) are merged into the
+weights for the batch (``AdaptedWeights.use``): a batch shares one adapter set and strengths.
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ def generate_latents(loaded: LoadedModel, requests: Sequence[GenerationRequest])
         raise ValueError("init_audio and init_noise_level must be set together")
     first, frame_count = requests[0], frames.pop()
     model = loaded.model
+    if loaded.adapters is not None:  # the batch's adapter set (one per batch: its batch_key), merged without a reload
+        loaded.adapters.use(first.lora, loaded.device)
     start = _schedule_start(model.diffusion_objective, first)  # before any init file is read
     init = init_latents(loaded, requests, frame_count)
     extra_args = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..request import InitAudio
+from ..request import InitAudio, LeafAdapter
 
 DEFAULTS_KEY = "_defaults"  # the reserved key whose fields every leaf below it inherits
 EXTENSION_PREFIX = "x-"  # top-level keys starting with this are not read: a home for YAML anchors
@@ -73,6 +73,7 @@ class Condition:
     init_audio: InitAudio | None = None
     init_noise_level: float | None = None
     cfg_interval: tuple[float, float] | None = None
+    lora: tuple[LeafAdapter, ...] | None = None  # with their strengths (lora_strength); None: --lora's
     line: int | None = None
     # The sweep values that made this leaf (``_sweep``/``_zip``, as written in the YAML); empty otherwise.
     vars: dict[str, Any] = field(default_factory=dict)

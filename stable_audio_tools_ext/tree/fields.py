@@ -25,8 +25,11 @@ LEAF_FIELDS = (
     "init_audio",
     "init_noise_level",
     "cfg_interval",
+    "lora",
+    "lora_strength",
 )
-LIST_FIELDS = ("cfg_interval",)  # the fields whose value is a YAML list (of scalars) rather than one scalar
+# The fields whose value may be a YAML list (of scalars) rather than one scalar
+LIST_FIELDS = ("cfg_interval", "lora", "lora_strength")
 
 Check = Callable[[Any], tuple[Any, "str | None"]]
 
@@ -85,6 +88,31 @@ def _check_interval(value: Any) -> tuple[Any, str | None]:
     return (low, high), None
 
 
+def _one_or_list(value: Any, check: Check, what: str) -> tuple[Any, str | None]:
+    """A scalar or a list of them, each passing ``check``: as a tuple (``[]`` stays empty)."""
+    values = value if isinstance(value, list) else [value]
+    checked = []
+    for item in values:
+        result, error = check(item)
+        if error is not None or result is None:
+            return None, f"{error or 'expected a value, got null'} ({what}, or a list of them)"
+        checked.append(result)
+    return tuple(checked), None
+
+
+def _check_lora(value: Any) -> tuple[Any, str | None]:
+    """Adapter file paths (the reader resolves and reads them); ``[]``: no adapter, the base model."""
+    if value is None:
+        return None, None
+    return _one_or_list(value, lambda v: _check_text(v, required=True), "a LoRA file path relative to the YAML file")
+
+
+def _check_strength(value: Any) -> tuple[Any, str | None]:
+    if value is None:
+        return None, None
+    return _one_or_list(value, _check_any_number, "one strength for all adapters or one each")
+
+
 def sampler_check(known_samplers: Collection[str]) -> Check:
     """The check for ``sampler_type``: the known names depend on the model (its sampler family)."""
     known = sorted(known_samplers)
@@ -116,6 +144,8 @@ def field_checks(known_samplers: Collection[str]) -> dict[str, Check]:
         "init_audio": lambda v: _check_text(v, required=False),  # a path: the reader resolves and reads it
         "init_noise_level": lambda v: _check_number(v, minimum=0.0, strict=True),
         "cfg_interval": _check_interval,
+        "lora": _check_lora,
+        "lora_strength": _check_strength,
     }
 
 

@@ -136,6 +136,7 @@ def build_plan(
                 init_audio=leaf.init_audio,
                 init_noise_level=(leaf.init_noise_level or DEFAULT_INIT_NOISE_LEVEL) if leaf.init_audio else None,
                 cfg_interval=leaf.cfg_interval,
+                lora=leaf.lora,
             )
             items.append(WorkItem(leaf=leaf.name, k=k, relpath=relpath, request=request, line=leaf.line, vars=leaf.vars))
     if problems:

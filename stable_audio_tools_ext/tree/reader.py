@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from ..request import InitAudio
+from ..request import InitAudio, LeafAdapter
 from .conditions import DEFAULTS_KEY, EXTENSION_PREFIX, Condition, ConditionTreeError, Problem
 from .fields import LEAF_FIELDS, LIST_FIELDS, field_checks, unknown_field_hint
 from .leaf_count import Edge, LeafCount
@@ -46,8 +46,8 @@ def read_condition_file(
     so that a user sees everything wrong with a tree in one run. A tree with more than ``max_items``
     leaves is refused before any is built, with no leaves (see ``TreeReader``); the message names
     ``limit_flag`` as what raises the limit. With ``read_init_audio`` false, a leaf naming an
-    ``init_audio`` file is a problem and no file is opened (the studio: a tree sent over the network
-    must not make the server read its files).
+    ``init_audio`` or ``lora`` file (or setting ``lora_strength``) is a problem and no file is opened
+    (the studio: a tree sent over the network must not make the server read its files).
     """
     path = Path(path)
     try:
@@ -73,7 +73,7 @@ def parse_condition_tree(
 ) -> list[Condition]:
     """Validate YAML text into leaves in document order; raises ``ConditionTreeError``.
 
-    ``init_audio`` paths are relative to ``base_dir``; without one, init audio is refused.
+    ``init_audio`` and ``lora`` paths are relative to ``base_dir``; without one, both are refused.
     """
     problems: list[Problem] = []
     leaves = TreeReader(text, known_samplers, problems, max_items, base_dir, limit_flag).leaves()
@@ -106,7 +106,7 @@ class TreeReader:
     ) -> None:
         self._text = text
         self._base_dir = base_dir
-        self._init_files: dict[Path, tuple[InitAudio | None, str | None]] = {}
+        self._hashes: dict[tuple[Path, str], tuple[str | None, str | None]] = {}  # (file, field) -> (sha256, problem)
         self._checks = field_checks(known_samplers)
         self.problems = problems
         self._max_leaves = max_items
@@ -253,33 +253,69 @@ class TreeReader:
     def _condition(
         self, path: tuple[str, ...], values: dict[str, Any], variables: dict[str, Any], node: yaml.Node, entries: dict
     ) -> Condition | None:
-        """The leaf's condition, with its init audio found and read (``None`` if it cannot be: reported)."""
+        """The leaf's condition, with its init audio and adapter files found and hashed (``None`` if they
+        cannot be: reported)."""
+        values = dict(values)
+        found = True
         init_audio = values.get("init_audio")
         if init_audio is not None:
             where = entries["init_audio"][1] if "init_audio" in entries else node
-            init, problem = self._init_audio(init_audio)
+            file, problem = self._file(init_audio, "init_audio", "init audio files")
             if problem is not None:
                 self._nodes.report(join(path, "init_audio"), problem, where)
-                return None
-            values = {**values, "init_audio": init}
-        return Condition(path=path, line=line_of(node), vars=variables, **values)
+                found = False
+            values["init_audio"] = InitAudio(*file) if file else None
+        strengths = values.pop("lora_strength", None)
+        lora = values.get("lora")
+        if lora is not None or strengths is not None:
+            field = "lora" if lora is not None else "lora_strength"
+            where = entries[field][1] if field in entries else node
+            adapters, problem = self._adapters(lora, strengths)
+            if problem is not None:
+                self._nodes.report(join(path, field), problem, where)
+                found = False
+            values["lora"] = adapters
+        return Condition(path=path, line=line_of(node), vars=variables, **values) if found else None
 
-    def _init_audio(self, written: str) -> tuple[InitAudio | None, str | None]:
-        """The file an ``init_audio`` value names (relative to the YAML file's folder) and its content hash.
+    def _adapters(
+        self, lora: tuple[str, ...] | None, strengths: tuple[float, ...] | None
+    ) -> tuple[tuple[LeafAdapter, ...] | None, str | None]:
+        """The leaf's adapter files with their strengths: ``lora_strength`` is one value for all or one
+        per file, in order; none is strength 1. Whether each file is a LoRA file is ``run``'s check."""
+        if self._base_dir is None:
+            return None, ("LoRA adapters (lora, lora_strength) are not read from a tree sent here: the server "
+                          "does not open files a tree names; use generate.py, which reads them beside its YAML file")  # fmt: skip
+        if lora is None:
+            return None, "lora_strength needs lora in the leaf or its _defaults (the adapter files it applies to)"
+        strengths = strengths or (1.0,)
+        if len(strengths) > 1 and len(strengths) != len(lora):
+            return None, (f"lora_strength: give one value for all adapters or one per lora file "
+                          f"({len(lora)} files, {len(strengths)} strengths)")  # fmt: skip
+        adapters = []
+        for written, strength in zip(lora, strengths * len(lora) if len(strengths) == 1 else strengths):
+            file, problem = self._file(written, "lora", "LoRA adapters")
+            if problem is not None:
+                return None, problem
+            adapters.append(LeafAdapter(*file, strength))
+        return tuple(adapters), None
 
-        Hashed once per file: the hash, not the path, identifies the audio in fingerprints.
+    def _file(self, written: str, field: str, what: str) -> tuple[tuple[str, str] | None, str | None]:
+        """The file a path field names (relative to the YAML file's folder) and its content hash.
+
+        Hashed once per file: the hash, not the path, identifies the file's content in fingerprints.
         """
         if self._base_dir is None:
-            return None, "init audio files are not read here: use generate.py, which reads them beside its YAML file"
+            return None, f"{what} are not read here: use generate.py, which reads them beside its YAML file"
         path = (self._base_dir / written).resolve()
-        if path not in self._init_files:
+        if (path, field) not in self._hashes:
             try:
                 if path.exists() and not path.is_file():  # a folder, a device, a pipe: nothing to hash, or no end
                     raise IsADirectoryError(0, "not a regular file")
                 with path.open("rb") as file:
-                    self._init_files[path] = (InitAudio(str(path), hashlib.file_digest(file, "sha256").hexdigest()), None)
+                    self._hashes[path, field] = (hashlib.file_digest(file, "sha256").hexdigest(), None)
             except FileNotFoundError:
-                self._init_files[path] = (None, f"file not found: {path} (init_audio paths are relative to the YAML file)")
+                self._hashes[path, field] = (None, f"file not found: {path} ({field} paths are relative to the YAML file)")
             except OSError as exc:
-                self._init_files[path] = (None, f"cannot read {path}: {exc.strerror or exc}")
-        return self._init_files[path]
+                self._hashes[path, field] = (None, f"cannot read {path}: {exc.strerror or exc}")
+        sha256, problem = self._hashes[path, field]
+        return (None, problem) if problem else ((str(path), sha256), None)

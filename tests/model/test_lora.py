@@ -364,3 +364,113 @@ def test_bad_lora_flags_exit_2_with_nothing_written(tmp_path, model, capsys, fla
     assert cli.main(argv + [flag.format(**names) for flag in flags]) == exits.EXIT_USAGE
     assert re.search(message, capsys.readouterr().err)
     assert not out.exists()
+
+
+# --- YAML lora / lora_strength ---------------------------------------------------------------------
+
+LEAF_TREE = """\
+_defaults: {prompt: rain on a tin roof, seconds_total: 1, seed: 5, n_samples: 2}
+base: {n_samples: 2}
+styled:
+  _defaults: {lora: adapters/style.safetensors}
+  strength:
+    _sweep: {lora_strength: [0, 0.5, 1]}
+  pair: {lora: [adapters/style.safetensors, adapters/other.safetensors], lora_strength: [1, 0.5]}
+  which:
+    _sweep: {lora: [adapters/style.safetensors, adapters/other.safetensors]}
+"""
+
+
+def _leaf_adapters(folder: Path, model: LoadedModel) -> Path:
+    """A tree with leaf adapters beside it in ``folder/adapters``."""
+    write_lora(folder / "adapters" / "style.safetensors", random_tensors(model.model, seed=21), CONFIG)
+    write_lora(folder / "adapters" / "other.safetensors", random_tensors(model.model, seed=22, rank=2), LoraConfig(rank=2, alpha=2.0))
+    return write(folder, LEAF_TREE)
+
+
+def test_leaf_adapters_batch_by_set_and_each_item_equals_its_batch_1_audio(tmp_path, model) -> None:
+    from stable_audio_tools_ext.run.inprocess import plan_tree
+    from stable_audio_tools_ext.tree.plan import SamplingDefaults, make_batches
+
+    items, _ = plan_tree(_leaf_adapters(tmp_path, model), model.spec, SamplingDefaults(steps=4), 100)
+    by_leaf = {item.relpath: item.request for item in items}
+    assert [a.strength for a in by_leaf["styled/strength/0.5_item-1.wav"].lora] == [0.5]
+    assert [Path(a.path).name for a in by_leaf["styled/pair_item-1.wav"].lora] == ["style.safetensors", "other.safetensors"]
+    assert by_leaf["base_item-1.wav"].lora is None  # no leaf field: --lora's adapters (none here)
+    batches = make_batches(items, 8)
+    assert all(len({item.request.adapter_key() for item in batch}) == 1 for batch in batches)  # never a mixed set
+    # base, strengths 0 and 0.5, style at 1 (strength/1 and which/style: one set, 4 items), the pair, other
+    assert sorted(len(batch) for batch in batches) == [2, 2, 2, 2, 2, 4]
+    batched = {}
+    for batch in batches:  # in plan order, switching sets between batches as a run does
+        audio = generate_audio(model, [item.request for item in batch])
+        batched.update({item.relpath: clip for item, clip in zip(batch, audio)})
+    try:
+        for item in items:
+            alone = generate_audio(model, [item.request])[0]
+            torch.testing.assert_close(batched[item.relpath], alone, rtol=0, atol=1e-4)
+        for k in (1, 2):  # strength 0 is the base model, bit for bit (batch 1 against batch 1)
+            assert torch.equal(generate_audio(model, [by_leaf[f"styled/strength/0_item-{k}.wav"]]),
+                               generate_audio(model, [by_leaf[f"base_item-{k}.wav"]]))  # fmt: skip
+        strong = generate_audio(model, [by_leaf["styled/strength/1_item-1.wav"]])
+        assert (strong - generate_audio(model, [by_leaf["base_item-1.wav"]])).abs().max() > 1e-3
+    finally:
+        model.adapters.use(None, CPU)
+    assert not model.adapters.active  # back to the base: the module's other tests share this model
+
+
+def test_leaf_adapters_are_recorded_and_fingerprinted_by_content(tmp_path, model, capsys) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    tree = _leaf_adapters(folder, model)
+    write(folder, "a: {prompt: rain on a tin roof, seconds_total: 1, lora: adapters/style.safetensors, lora_strength: 0.5}\n"
+          "b: {prompt: rain on a tin roof, seconds_total: 1}\n")  # fmt: skip
+    out = tmp_path / "out"
+    argv = lambda tree: ["--cond-yaml-path", str(tree), "--output-dir", str(out), *RUN]  # noqa: E731
+    assert cli.main([*argv(tree), "--dry-run"]) == exits.EXIT_OK
+    shown = capsys.readouterr().out
+    assert "LoRA adapters of the leaves" in shown and "style.safetensors" in shown and "at 0.5" in shown
+    assert cli.main(argv(tree)) == exits.EXIT_OK, capsys.readouterr().err
+    records = load_records(out)
+    sha = read_model_spec(ModelRequest(pretrained_name=DEMO_REPO_ID, lora=(folder / "adapters/style.safetensors",))).adapters[0].sha256
+    assert records["a_item-1.wav"]["lora"] == [{"file": "style.safetensors", "sha256": sha, "strength": 0.5}]
+    assert "lora" not in records["b_item-1.wav"]
+    before = {name: path.read_bytes() for name, path in audio_files(out).items()}
+
+    moved = tmp_path / "moved"
+    folder.rename(moved)  # the tree and its adapters elsewhere: nothing to regenerate
+    assert cli.main(argv(moved / "tree.yaml")) == exits.EXIT_OK
+    assert "2 of 2 items already complete; 0 to generate" in capsys.readouterr().out
+
+    write_lora(moved / "adapters" / "style.safetensors", random_tensors(model.model, seed=23), CONFIG)  # edited
+    assert cli.main(argv(moved / "tree.yaml")) == exits.EXIT_OK
+    assert "1 regenerated (parameters changed)" in capsys.readouterr().out
+    after = {name: path.read_bytes() for name, path in audio_files(out).items()}
+    assert after["a_item-1.wav"] != before["a_item-1.wav"] and after["b_item-1.wav"] == before["b_item-1.wav"]
+    assert not model.adapters.active
+
+
+@pytest.mark.parametrize(
+    ("leaf", "message"),
+    [
+        ("lora: absent.safetensors", r"tree.yaml:2: a/lora: file not found: .*absent.safetensors \(lora paths are relative to the YAML file\)"),
+        ("lora: notes.safetensors", r"tree.yaml:2: a/lora: LoRA adapter .*notes.safetensors: not a safetensors file"),
+        ("lora: dora.safetensors", r"tree.yaml:2: a/lora: LoRA adapter .*dora.safetensors: adapter_type 'dora' is not supported"),
+        ("lora: [adapter.safetensors], lora_strength: [1, 2]", r"tree.yaml:2: a/lora: lora_strength: give one value for all "
+         r"adapters or one per lora file \(1 files, 2 strengths\)"),
+        ("lora: adapter.safetensors, lora_strength: .inf", r"tree.yaml:2: a/lora_strength: expected a finite number, got float inf"),
+        ("lora_strength: 0.5", r"tree.yaml:2: a/lora_strength: lora_strength needs lora in the leaf or its _defaults"),
+        ("lora: wide.safetensors", r"LoRA adapter .*wide.safetensors: .* has shape"),  # found when the model loads
+    ],
+)
+def test_bad_leaf_adapters_exit_2_naming_file_line_and_path(tmp_path, model, capsys, leaf, message) -> None:
+    write_lora(tmp_path / "adapter.safetensors", random_tensors(model.model, seed=13), CONFIG)
+    write_lora(tmp_path / "wide.safetensors", wide_tensors(model.model)[1], CONFIG)
+    write(tmp_path, "not an adapter\n", "notes.safetensors")
+    save_file(random_tensors(model.model, seed=9), str(tmp_path / "dora.safetensors"),
+              metadata={"lora_config": json.dumps({"rank": 4, "alpha": 4, "adapter_type": "dora"})})  # fmt: skip
+    tree = write(tmp_path, f"b: {{prompt: x, seconds_total: 1}}\na: {{prompt: x, seconds_total: 1, {leaf}}}\n")
+    out = tmp_path / "out"
+    assert cli.main(["--cond-yaml-path", str(tree), "--output-dir", str(out), *RUN]) == exits.EXIT_USAGE
+    assert re.search(message, capsys.readouterr().err)
+    assert not out.exists()

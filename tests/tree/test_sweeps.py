@@ -272,15 +272,17 @@ def test_a_missing_init_audio_file_is_reported_at_its_line(tmp_path: Path) -> No
 
 
 def test_fingerprints_of_items_without_the_new_fields_are_unchanged() -> None:
-    """Datasets written before init audio and cfg_interval existed must resume without regenerating."""
+    """Datasets written before init audio, cfg_interval and leaf LoRA adapters existed must resume without regenerating."""
     item = plan("a: {prompt: x}\n")[0]
     settings = OutputSettings("m", "r", "fp32", "wav", False)
     old_request = {f.name: getattr(item.request, f.name) for f in dataclasses.fields(GenerationRequest)
-                   if f.name not in ("init_audio", "init_noise_level", "cfg_interval")}  # fmt: skip
+                   if f.name not in ("init_audio", "init_noise_level", "cfg_interval", "lora")}  # fmt: skip
     payload = {"request": old_request, "output": dataclasses.asdict(settings)}
     assert fingerprint(item, settings) == hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
     interval = dataclasses.replace(item, request=dataclasses.replace(item.request, cfg_interval=(0.0, 0.5)))
     assert fingerprint(interval, settings) != fingerprint(item, settings)
+    no_adapter = dataclasses.replace(item, request=dataclasses.replace(item.request, lora=()))  # lora: [] in the leaf
+    assert fingerprint(no_adapter, settings) != fingerprint(item, settings)
 
 
 def test_the_parameter_grid_example_expands_as_its_comments_say() -> None:
