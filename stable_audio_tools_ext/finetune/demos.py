@@ -30,6 +30,7 @@ import torch
 from ..model.loading import LoadedModel
 from ..model.spec import ModelRequest, ModelSpec
 from ..run.inprocess import generate_items, plan_tree, sampling_defaults
+from ..tree.conditions import ConditionTreeError, Problem
 from ..tree.plan import DEFAULT_MAX_ITEMS, WorkItem
 from .run_folder import TrainingRun
 
@@ -40,6 +41,11 @@ def plan_demos(tree_file: Path, model_config: dict) -> list[WorkItem]:
     """The demo tree's items for this model (``ConditionTreeError`` listing every problem, as ``generate.py``)."""
     spec = ModelSpec(model_config, source="", revision="", request=ModelRequest())
     items, _ = plan_tree(tree_file, spec, sampling_defaults(spec), DEFAULT_MAX_ITEMS, source=str(tree_file))
+    adapted = {item.leaf: item for item in items if item.request.lora is not None}
+    if adapted:  # demos show the checkpoint itself: refused now, not at the first checkpoint hours later
+        problems = [Problem(leaf, "lora: demos generate with the checkpoint alone; generate.py --ckpt-path with the tree "
+                            "applies adapters", item.line) for leaf, item in adapted.items()]  # fmt: skip
+        raise ConditionTreeError(problems, str(tree_file))
     return items
 
 

@@ -112,6 +112,8 @@ def generate_latents(loaded: LoadedModel, requests: Sequence[GenerationRequest])
     model = loaded.model
     if loaded.adapters is not None:  # the batch's adapter set (one per batch: its batch_key), merged without a reload
         loaded.adapters.use(first.lora, loaded.device)
+    elif first.lora:
+        raise ValueError("these requests name LoRA adapters, but the model was not loaded by load_model (no adapter support)")
     start = _schedule_start(model.diffusion_objective, first)  # before any init file is read
     init = init_latents(loaded, requests, frame_count)
     extra_args = {

@@ -13,6 +13,7 @@ import tempfile
 import types
 import zipfile
 from collections.abc import Iterator
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -474,3 +475,24 @@ def test_bad_leaf_adapters_exit_2_naming_file_line_and_path(tmp_path, model, cap
     assert cli.main(["--cond-yaml-path", str(tree), "--output-dir", str(out), *RUN]) == exits.EXIT_USAGE
     assert re.search(message, capsys.readouterr().err)
     assert not out.exists()
+
+
+def test_demo_trees_and_models_without_adapter_support_refuse_leaf_adapters(tmp_path, model, adapter_file) -> None:
+    """finetune.py train --demo-yaml generates with the checkpoint alone: a leaf's lora is refused when the tree is
+    read (before training), and the engine refuses requests naming adapters on a model loaded without them."""
+    from stable_audio_tools_ext.finetune.demos import plan_demos
+    from stable_audio_tools_ext.request import LeafAdapter
+    from stable_audio_tools_ext.sampling.engine import generate_latents
+    from stable_audio_tools_ext.tree.conditions import ConditionTreeError
+
+    shutil.copy(adapter_file, tmp_path / "a.safetensors")
+    tree = tmp_path / "demos.yaml"
+    tree.write_text("plain: {prompt: rain, seconds_total: 1}\ntuned: {prompt: rain, seconds_total: 1, lora: a.safetensors}\n")
+    with pytest.raises(ConditionTreeError) as refused:
+        plan_demos(tree, model.spec.config)
+    assert [(p.yaml_path, p.line) for p in refused.value.problems] == [("tuned", 2)]
+    assert "demos generate with the checkpoint alone" in str(refused.value)
+    bare = LoadedModel(model.spec, model.model, model.device, model.precision, "without adapters")
+    adapted = replace(REQUEST, lora=(LeafAdapter(str(adapter_file), "0" * 64, 1.0),))
+    with pytest.raises(ValueError, match="no adapter support"):
+        generate_latents(bare, [adapted])
