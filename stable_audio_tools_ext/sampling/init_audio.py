@@ -24,6 +24,7 @@ that same noise.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -92,7 +93,14 @@ def span_frames(in_rate: int, out_rate: int, length: int) -> int:
         return length
     gcd = math.gcd(in_rate, out_rate)
     orig, new = in_rate // gcd, out_rate // gcd
-    return (length - 1) // new * orig + T.Resample(in_rate, out_rate).width + orig
+    return (length - 1) // new * orig + _resampler_width(in_rate, out_rate) + orig
+
+
+@functools.cache
+def _resampler_width(in_rate: int, out_rate: int) -> int:
+    """The sinc filter's reach in input samples; torchaudio computes it only with the whole kernel,
+    so it is built once per pair of rates in a process, not again for every file read."""
+    return T.Resample(in_rate, out_rate).width
 
 
 def _check_identity(init: InitAudio) -> None:
