@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 LatentMode = Literal["auto", "full"]
@@ -60,6 +61,10 @@ class LeafAdapter:
 
     def identity(self) -> str:
         return f"{self.sha256}@{self.strength!r}"
+
+    def record(self) -> dict[str, Any]:
+        """What the manifest records of it: the file's name, not where it was, with its hash and strength."""
+        return {"file": Path(self.path).name, "sha256": self.sha256, "strength": self.strength}
 
 
 # Fields added after the first datasets were written: left out of ``identity`` while unset, so that

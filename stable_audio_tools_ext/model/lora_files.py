@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..request import LeafAdapter
+
 LORA_CONFIG_KEY = "lora_config"  # the metadata entry stable-audio-tools writes and reads
 PARAMETRIZATION = ".parametrizations.weight.0."  # every key of a saved adapter: <module path> + this + factor
 FACTORS = ("lora_A", "lora_B")
@@ -75,12 +77,16 @@ class AdapterUse:
     sha256: str
     strength: float
 
+    def as_leaf(self) -> LeafAdapter:
+        """The same adapter as a leaf's ``lora`` names it: one identity and one record for both."""
+        return LeafAdapter(str(self.file.path), self.sha256, self.strength)
+
     def record(self) -> dict[str, Any]:
         """What the manifest records of it."""
-        return {"file": self.file.path.name, "sha256": self.sha256, "strength": self.strength}
+        return self.as_leaf().record()
 
     def identity(self) -> str:
-        return f"{self.sha256}@{self.strength!r}"
+        return self.as_leaf().identity()
 
 
 def _header(path: Path) -> dict[str, Any]:

@@ -32,7 +32,7 @@ def _adapters_record(item: WorkItem, loaded: LoadedModel) -> dict[str, Any]:
     Replaces the request's own ``lora`` field, whose absolute paths say where the files were, not what."""
     leaf = item.request.lora
     if leaf is not None:
-        return {"lora": [{"file": Path(a.path).name, "sha256": a.sha256, "strength": a.strength} for a in leaf]}
+        return {"lora": [adapter.record() for adapter in leaf]}
     return {"lora": [adapter.record() for adapter in loaded.spec.adapters]} if loaded.spec.adapters else {}
 
 
