@@ -6,6 +6,13 @@
       logs/                           --logger csv / tensorboard files
       demos/step-S/                   --demo-yaml generations at each checkpoint
 
+A LoRA run (``--lora-rank``) also holds:
+
+      lora_base.json                  the adapters' settings and the base model they adapt, as generate.py flags
+      checkpoints/epoch=E-step=S.safetensors
+                                      each checkpoint's adapter in stable-audio-tools' LoRA format, beside it
+                                      (its .ckpt holds the adapter and its training state only, no base weights)
+
 Rerunning the same command continues from the checkpoint with the highest step, as ``generate.py``
 resumes its output folder; ``--restart`` moves the run's checkpoints, logs and demos aside first.
 Torch-free: the command reads this before deciding whether to import the training stack at all.
@@ -27,6 +34,31 @@ _STEP = re.compile(r"(?:^|-)step=(\d+)(?:-|\.ckpt$)")
 CHECKPOINT_SUFFIX = ".ckpt"
 LOGS_DIR = "logs"
 DEMOS_DIR = "demos"
+LORA_BASE_NAME = "lora_base.json"
+ADAPTER_SUFFIX = ".safetensors"
+
+
+def adapter_file(checkpoint: Path) -> Path:
+    """The adapter file a LoRA run writes beside one of its checkpoints (same name, ``.safetensors``)."""
+    return checkpoint.with_suffix(ADAPTER_SUFFIX)
+
+
+@dataclass(frozen=True)
+class LoraRunInfo:
+    """What ``lora_base.json`` records: the adapter settings and the base model, as ``generate.py`` flags.
+
+    The base is named by what generation needs to find the very weights trained on (a hub model at
+    its resolved commit, or a checkpoint path), so ``evaluate`` and the printed ``generate.py``
+    commands need nothing else from the user.
+    """
+
+    lora_config: dict[str, Any]  # rank, alpha, adapter_type, include, exclude (stable-audio-tools' lora_config)
+    base_flags: tuple[str, ...]  # e.g. ("--pretrained-name", "stabilityai/stable-audio-open-1.0", "--revision", "<commit>")
+    base_description: str
+
+    def to_json(self) -> str:
+        return json.dumps({"lora_config": self.lora_config, "base_flags": list(self.base_flags),
+                           "base_description": self.base_description}, indent=2) + "\n"  # fmt: skip
 
 
 def step_of(checkpoint: Path) -> int | None:
@@ -56,6 +88,21 @@ class TrainingRun:
     def demos_dir(self, step: int) -> Path:
         return self.folder / DEMOS_DIR / f"step-{step}"
 
+    @property
+    def lora_base_path(self) -> Path:
+        return self.folder / LORA_BASE_NAME
+
+    def lora_info(self) -> LoraRunInfo | None:
+        """The run's LoRA settings and base model, or ``None`` for a full fine-tuning run (or a new one)."""
+        if not self.lora_base_path.is_file():
+            return None
+        raw = json.loads(self.lora_base_path.read_text(encoding="utf-8"))
+        return LoraRunInfo(raw["lora_config"], tuple(raw["base_flags"]), raw["base_description"])
+
+    def save_lora_info(self, info: LoraRunInfo) -> None:
+        """Record a LoRA run's settings and base (atomically; before the first checkpoint is written)."""
+        atomic_write_text(self.lora_base_path, info.to_json())
+
     def checkpoints(self) -> list[tuple[int, Path]]:
         """The run's checkpoints with their steps, oldest first (files whose name has no step are not the run's)."""
         if not self.checkpoints_dir.is_dir():
@@ -75,6 +122,7 @@ class TrainingRun:
         older = [path for _, path in self.checkpoints()[:-count]] if count > 0 else []
         for path in older:
             path.unlink(missing_ok=True)
+            adapter_file(path).unlink(missing_ok=True)  # a LoRA run's adapter of that checkpoint
         return older
 
     def saved_config(self) -> dict[str, Any] | None:
@@ -93,7 +141,8 @@ class TrainingRun:
         Moved, never deleted: a restart by mistake must not cost days of training. Returns the folder,
         or ``None`` when there was nothing to move.
         """
-        present = [p for p in (self.checkpoints_dir, self.logs_dir, self.folder / DEMOS_DIR, self.config_path) if p.exists()]
+        parts = (self.checkpoints_dir, self.logs_dir, self.folder / DEMOS_DIR, self.config_path, self.lora_base_path)
+        present = [p for p in parts if p.exists()]
         if not present:
             return None
         aside = self.folder / f"restarted-{time.strftime('%Y%m%d-%H%M%S')}"
