@@ -37,6 +37,7 @@ from .prepare import (
     window_from_config,
     write_prepared,
 )
+from .lora_settings import LoraSettings
 from .run_folder import TrainingRun
 from .training import LIGHTNING_PRECISIONS, LOGGERS, TrainRequest, default_workers, train
 from .weights import FinetuneInputError
@@ -165,6 +166,13 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     optim.add_argument("--gradient-clip-val", type=float, default=0.0, metavar="X", help="clip gradients at this norm (default: off)")
     optim.add_argument("--devices", default="auto", help="devices per node: a count, a comma list of GPU ids, or auto (all GPUs; 1 on CPU)")
     optim.add_argument("--num-nodes", type=positive_int, default=1, metavar="N", help="nodes (Lightning's SLURM/torchrun environment)")
+    lora = parser.add_argument_group("LoRA adapters (instead of every weight; docs/finetuning.md#lora-adapters)")
+    lora.add_argument("--lora-rank", type=positive_int, metavar="R", help="train rank-R adapters on a frozen base, in "
+                      "stable-audio-tools' LoRA format (an adapter file is written beside each checkpoint)")  # fmt: skip
+    lora.add_argument("--lora-alpha", type=finite_float, metavar="A", help="update scale alpha / rank (default: the rank)")
+    lora.add_argument("--lora-include", action="append", metavar="PATTERN", help="adapt only layers whose path contains "
+                      "this (repeatable; ranges as layers.[0-11]; default: every Linear and Conv1d of the DiT and conditioner)")  # fmt: skip
+    lora.add_argument("--lora-exclude", action="append", metavar="PATTERN", help="leave out layers whose path contains this (repeatable)")
     demos = parser.add_argument_group("demos")
     demos.add_argument("--demo-yaml", type=Path, metavar="TREE", help="generate this condition tree with every checkpoint "
                        "into SAVE_DIR/NAME/demos/step-N/ (as generate.py --clip-length --precision fp32)")  # fmt: skip
@@ -245,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(subparsers)
     _add_encode(subparsers)
     _add_evaluate(subparsers)
+    _add_export_lora(subparsers)
     return parser
 
 
@@ -338,13 +347,57 @@ def train_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         checkpoint_every=args.checkpoint_every, val_every=args.val_every, max_steps=args.max_steps,
         devices=args.devices, num_nodes=args.num_nodes, seed=args.seed, gradient_clip_val=args.gradient_clip_val,
         logger=args.logger, restart=args.restart, demo_yaml=args.demo_yaml, demo_batch_size=args.demo_batch_size,
-        keep_checkpoints=args.keep_checkpoints or 0, check=args.check,
+        keep_checkpoints=args.keep_checkpoints or 0, check=args.check, lora=_lora_settings(args, parser),
     )  # fmt: skip
     try:
         return train(request)
     except FinetuneInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _lora_settings(args: argparse.Namespace, parser: argparse.ArgumentParser) -> LoraSettings | None:
+    """``--lora-*`` as settings; ``None`` for full fine-tuning (the other ``--lora-*`` flags then need ``--lora-rank``)."""
+    if args.lora_rank is None:
+        given = [flag for flag, value in (("--lora-alpha", args.lora_alpha), ("--lora-include", args.lora_include),
+                                          ("--lora-exclude", args.lora_exclude)) if value is not None]  # fmt: skip
+        if given:
+            parser.error(f"{given[0]} applies to LoRA training: add --lora-rank R")
+        return None
+    alpha = float(args.lora_rank) if args.lora_alpha is None else args.lora_alpha
+    as_tuple = lambda values: tuple(values) if values else None  # noqa: E731
+    return LoraSettings(args.lora_rank, alpha, as_tuple(args.lora_include), as_tuple(args.lora_exclude))
+
+
+def _add_export_lora(subparsers: argparse._SubParsersAction) -> None:
+    """The ``export-lora`` subcommand: a LoRA run's checkpoint -> a stable-audio-tools adapter file."""
+    parser = subparsers.add_parser(
+        "export-lora",
+        help="write a LoRA checkpoint's adapter as a stable-audio-tools LoRA .safetensors file",
+        description="Write the adapter of a LoRA checkpoint (finetune.py train --lora-rank) as a stable-audio-tools LoRA "
+        "file, for generate.py --lora, run_gradio.py --lora and stable-audio-tools >= 0.0.20. A LoRA run already "
+        "writes one beside each checkpoint; this makes one from any checkpoint of it. Bad input: exit 2.",
+    )
+    parser.add_argument("--ckpt-path", type=Path, required=True, metavar="CKPT", help="a checkpoint of a LoRA run")
+    parser.add_argument("--output", type=Path, required=True, metavar="FILE.safetensors", help="the adapter file to write")
+    parser.set_defaults(handler=export_lora_command, command_parser=parser)
+
+
+def export_lora_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``finetune.py export-lora``: one line and exit 2 for a checkpoint that is not a LoRA one."""
+    from .lora_training import LoraExportError, export_lora
+
+    if args.output.suffix != ".safetensors":
+        parser.error(f"--output {args.output}: an adapter file is a .safetensors file")
+    if args.output.is_dir():
+        parser.error(f"--output {args.output}: is a folder")
+    try:
+        layers = export_lora(args.ckpt_path, args.output)
+    except LoraExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {args.output}: adapters of {layers} layers", file=sys.stderr)
+    return EXIT_OK
 
 
 def encode_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

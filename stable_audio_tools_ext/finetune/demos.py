@@ -8,7 +8,10 @@ file by file. The tree is checked before training starts.
 
 What is generated is what the checkpoint holds for generation: the EMA DiT (when the run keeps one)
 with the online conditioner and VAE, in float32 (the trained weights' own precision), and the text
-encoder as loaded, in upstream's float16 (training runs it that way too, ``upstream``). Only
+encoder as loaded, in upstream's float16 (training runs it that way too, ``upstream``). A LoRA
+run's demos are those of ``generate.py <its base flags> --lora <the adapter file beside the
+checkpoint>``: the file just written is applied to the frozen base as generation applies it (its
+float16 factors merged into the weights), with the training-time adapters switched off. Only
 rank 0 generates; the other ranks wait at their next collective, so keep demo trees small on
 multi-GPU runs (docs/finetuning.md).
 
@@ -22,17 +25,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
 from ..model.loading import LoadedModel
-from ..model.spec import ModelRequest, ModelSpec
+from ..model.lora import apply_adapters
+from ..model.spec import ModelRequest, ModelSpec, read_model_spec
 from ..run.inprocess import generate_items, plan_tree, sampling_defaults
 from ..tree.conditions import ConditionTreeError, Problem
 from ..tree.plan import DEFAULT_MAX_ITEMS, WorkItem
-from .run_folder import TrainingRun
+from .lora_training import trainable_adapters_off
+from .run_folder import TrainingRun, adapter_file
 
 DEMO_PRECISION = "fp32"
 
@@ -74,16 +80,24 @@ def generation_view(pl_module: pl.LightningModule) -> Iterator[torch.nn.Module]:
 class CheckpointDemos:
     """An ``after_save`` hook of ``StepCheckpoints``: rank 0 generates the demo tree with the checkpoint just written."""
 
-    def __init__(self, tree_file: Path, items: list[WorkItem], run: TrainingRun, model_config: dict, batch_size: int) -> None:
+    def __init__(self, tree_file: Path, items: list[WorkItem], run: TrainingRun, model_config: dict, batch_size: int,
+                 lora_base: ModelSpec | None = None) -> None:  # fmt: skip
+        """``lora_base``: a LoRA run's base model (its demos apply the adapter file to it)."""
         self.tree_file, self.items, self.run, self.model_config, self.batch_size = tree_file, items, run, model_config, batch_size
+        self.lora_base = lora_base
 
     def __call__(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int, checkpoint: Path) -> None:
         if not trainer.is_global_zero:
             return
         if trainer.should_stop:  # set by StopOnSignal, on every rank at once: this is the stop checkpoint
-            print(f"demos: none for step {step}, which stopped on a signal; to make them: python generate.py --ckpt-path "
-                  f"{checkpoint} --cond-yaml-path {self.tree_file} --output-dir {self.run.demos_dir(step)} --clip-length "
+            info = self.run.lora_info()
+            model = f"{' '.join(info.base_flags)} --lora {adapter_file(checkpoint)}" if info else f"--ckpt-path {checkpoint}"
+            print(f"demos: none for step {step}, which stopped on a signal; to make them: python generate.py {model} "
+                  f"--cond-yaml-path {self.tree_file} --output-dir {self.run.demos_dir(step)} --clip-length "
                   f"--precision {DEMO_PRECISION}", flush=True)  # fmt: skip
+            return
+        if self.lora_base is not None:
+            self._adapter_demos(pl_module, step, checkpoint)
             return
         weights = "ema" if pl_module.diffusion_ema is not None else "online"
         request = ModelRequest(model_config=self.run.config_path, ckpt_path=checkpoint, weights=weights)
@@ -92,5 +106,25 @@ class CheckpointDemos:
         with generation_view(pl_module) as model:
             loaded = LoadedModel(spec, model, pl_module.device, DEMO_PRECISION, f"training step {step}, {weights} weights")
             records = generate_items(loaded, self.items, output_dir, self.batch_size)
+        self._report(records, step, output_dir)
+
+    def _adapter_demos(self, pl_module: pl.LightningModule, step: int, checkpoint: Path) -> None:
+        """A LoRA run's demos: the base with the checkpoint's adapter file, as ``generate.py --lora`` loads it."""
+        assert self.lora_base is not None
+        base = self.lora_base
+        spec = read_model_spec(replace(base.request, lora=(adapter_file(checkpoint),)))
+        output_dir = self.run.demos_dir(step)
+        with generation_view(pl_module) as model, trainable_adapters_off(model):
+            adapted = apply_adapters(model, spec.adapters, pl_module.device)
+            try:
+                loaded = LoadedModel(spec, model, pl_module.device, DEMO_PRECISION, f"training step {step}, adapter "
+                                     f"{adapter_file(checkpoint).name}", adapters=adapted)  # fmt: skip
+                records = generate_items(loaded, self.items, output_dir, self.batch_size)
+            finally:
+                adapted.set([])  # the base weights back, bit for bit, for training to go on
+        self._report(records, step, output_dir)
+
+    @staticmethod
+    def _report(records: dict, step: int, output_dir: Path) -> None:
         written = sum(record.get("status") != "nonfinite" for record in records.values())
         print(f"demos: {written} files of step {step} in {output_dir}", flush=True)

@@ -30,7 +30,8 @@ from ..model.spec import MODEL_CONFIG_NAME, ModelLoadError, ModelRequest
 from ..output.atomic import remove_partial_files
 from ..run.exits import EXIT_INTERRUPTED, EXIT_OK
 from ..tree.conditions import ConditionTreeError
-from .run_folder import TrainingRun
+from .lora_settings import LoraSettings, check_lora_run, run_info
+from .run_folder import TrainingRun, adapter_file
 from .weights import FinetuneInputError, ModelChoice, choose_model
 
 LIGHTNING_PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
@@ -64,6 +65,7 @@ class TrainRequest:
     demo_batch_size: int
     keep_checkpoints: int = 0  # 0: keep every checkpoint, as upstream
     check: bool = False  # only check the inputs (the SLURM script's first step)
+    lora: LoraSettings | None = None  # train adapters on a frozen base instead of every weight (lora_training)
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> str:
@@ -75,8 +77,14 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str:
     return path or "<root>"
 
 
-def check_run(request: TrainRequest, config: dict[str, Any]) -> tuple[int, Path] | None:
-    """The checkpoint to continue from (``None``: a new run), after checking the run trains this config."""
+def check_run(request: TrainRequest, choice: ModelChoice) -> tuple[int, Path] | None:
+    """The checkpoint to continue from (``None``: a new run), after checking the run trains this config (and adapters)."""
+    config = choice.config
+    if request.lora is not None:
+        if request.model.pretrained_name and request.model.model_config:
+            raise FinetuneInputError("--lora-rank adapts the hub model as published: --model-config with --pretrained-name "
+                                     "is for full fine-tuning (generation could not load that base)")  # fmt: skip
+        run_info(request.lora, choice)  # a LoRA run needs starting weights generation can name
     if not isinstance(config.get("training"), dict):
         raise FinetuneInputError(
             f"the model config has no 'training' section (optimizer, learning rate, EMA): stable-audio-tools' training "
@@ -90,6 +98,7 @@ def check_run(request: TrainRequest, config: dict[str, Any]) -> tuple[int, Path]
             f"{request.run.folder} trained another model config (first difference: {_first_difference(saved, config)}); "
             "give the same one to continue, --restart to start over (the old run is kept aside), or another --name"
         )
+    check_lora_run(request.run, request.lora, choice)
     return request.run.last_checkpoint()
 
 
@@ -116,7 +125,8 @@ def segment_seed(seed: int, rank: int, start_step: int) -> int:
     return (seed + rank + SEED_STEP_STRIDE * start_step) % 2**32
 
 
-def training_wrapper(config: dict[str, Any], model: Any, pre_encoded: bool, seed: int, rank: int, start_step: int) -> Any:
+def training_wrapper(config: dict[str, Any], model: Any, pre_encoded: bool, seed: int, rank: int, start_step: int,
+                     lora: bool = False) -> Any:  # fmt: skip
     """stable-audio-tools' training wrapper for one rank and one stretch of training, built after seeding both.
 
     The wrapper's timestep sampler (``SobolEngine(scramble=True)``, used when the config names no
@@ -125,15 +135,16 @@ def training_wrapper(config: dict[str, Any], model: Any, pre_encoded: bool, seed
     the same timesteps (a step of 8 GPUs x batch 4 would see 4 distinct ones, not 32) and a resumed
     run would draw its first steps' again; ``segment_seed`` first gives each rank and each stretch
     its own timesteps, and leaves the global generator (noise, crops) seeded the same way.
-    ``pre_encoded`` switches the wrapper to latents; the run's own config (saved, embedded,
-    compared) stays as given.
+    ``pre_encoded`` switches the wrapper to latents and ``lora`` switches its EMA off (an EMA copy
+    of a frozen base would average nothing and cost a model's memory; upstream's LoRA training has
+    none either); the run's own config (saved, embedded, compared) stays as given.
     """
     import pytorch_lightning as pl
     from stable_audio_tools.training.factory import create_training_wrapper_from_config
 
     pl.seed_everything(segment_seed(seed, rank, start_step), workers=True)
-    wrapper_config = {**config, "training": {**config["training"], "pre_encoded": pre_encoded}}
-    return create_training_wrapper_from_config(wrapper_config, model)
+    training = {**config["training"], "pre_encoded": pre_encoded} | ({"use_ema": False} if lora else {})
+    return create_training_wrapper_from_config({**config, "training": training}, model)
 
 
 def _logger(kind: str, run: TrainingRun, name: str, start_step: int) -> Any:
@@ -188,7 +199,8 @@ def _say(text: str) -> None:
 
 
 def _build_model(choice: ModelChoice, resuming: bool) -> tuple[Any, str]:
-    """The network: with its starting weights for a new run; as built for a continued one (the checkpoint has the weights)."""
+    """The network: with its starting weights, unless ``resuming`` from a checkpoint that has them all (a LoRA
+    checkpoint has the adapters only: its run loads the base again)."""
     from ..model.loading import build_model, create_model
 
     if resuming or choice.spec is None:
@@ -202,7 +214,7 @@ def _build_model(choice: ModelChoice, resuming: bool) -> tuple[Any, str]:
 def train(request: TrainRequest) -> int:
     """Check everything, then train until ``--max-steps`` or a stop signal; the exit code."""
     choice = choose_model(request.model)
-    last = check_run(request, choice.config)
+    last = check_run(request, choice)
     start_step = last[0] if last else 0
     if last and request.max_steps is not None and start_step >= request.max_steps:
         _say(f"{request.run.folder} is complete: its last checkpoint is at step {start_step} (--max-steps "
@@ -269,13 +281,26 @@ def _fit(request: TrainRequest, choice: ModelChoice, last: tuple[int, Path] | No
         raise FinetuneInputError("--dataset-config and --val-dataset-config must both be audio or both pre-encoded latents")
     use_torch_compatible_inverse_lr()
     pl.seed_everything(request.seed)  # the same initial weights on every rank
-    model, weights_read = _build_model(choice, resuming=last is not None)
+    model, weights_read = _build_model(choice, resuming=last is not None and request.lora is None)
     encode_text_as_in_generation(model)
+    if request.lora is not None:
+        from .lora_training import add_trainable_adapters
+
+        layers = add_trainable_adapters(model, request.lora)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        weights_read += f"; {trainable:,} parameters to train in rank-{request.lora.rank} adapters on {layers} layers, the rest frozen"
 
     run = request.run
-    after_save = []
+    after_save: list[Any] = []
+    lora_callbacks: list[pl.Callback] = []
+    if request.lora is not None:
+        from .lora_training import LoraCheckpoints, write_adapter_file
+
+        after_save.append(write_adapter_file)
+        lora_callbacks.append(LoraCheckpoints(request.lora))
     if demo_items:
-        after_save.append(CheckpointDemos(request.demo_yaml, demo_items, run, config, request.demo_batch_size))
+        base = choice.spec if request.lora is not None else None
+        after_save.append(CheckpointDemos(request.demo_yaml, demo_items, run, config, request.demo_batch_size, base))
     if request.keep_checkpoints:
 
         def keep_latest(trainer: pl.Trainer, module: pl.LightningModule, step: int, path: Path) -> None:
@@ -288,6 +313,7 @@ def _fit(request: TrainRequest, choice: ModelChoice, last: tuple[int, Path] | No
         StepCheckpoints(run.checkpoints_dir, request.checkpoint_every, after_save),
         EmbedModelConfig(config),
         StopOnSignal(stop),
+        *lora_callbacks,
     ]
     if val_loader is not None and request.logger != "wandb":  # upstream sends validation losses to wandb itself
         callbacks.append(ValidationLosses())
@@ -317,9 +343,13 @@ def _fit(request: TrainRequest, choice: ModelChoice, last: tuple[int, Path] | No
         num_sanity_val_steps=0,
         **val_args,
     )
-    wrapper = training_wrapper(config, model, pre_encoded, request.seed, trainer.global_rank, start_step)
+    wrapper = training_wrapper(config, model, pre_encoded, request.seed, trainer.global_rank, start_step, request.lora is not None)
+    if request.lora is not None:
+        from .lora_training import fill_base_weights
+
+        wrapper.on_load_checkpoint = fill_base_weights(wrapper)  # Lightning calls the module's hook before loading strictly
     if trainer.is_global_zero:
-        _prepare_folder(request, config)
+        _prepare_folder(request, choice)
         _say_start(request, choice, weights_read, last, precision, ranks, train_loader.files,
                    val_loader.files if val_loader else None)  # fmt: skip
     try:
@@ -338,8 +368,8 @@ def _fit(request: TrainRequest, choice: ModelChoice, last: tuple[int, Path] | No
     return EXIT_INTERRUPTED if stop.requested else EXIT_OK
 
 
-def _prepare_folder(request: TrainRequest, config: dict[str, Any]) -> None:
-    """Rank 0, once every check has passed: set an old run aside (``--restart``), tidy, record the config."""
+def _prepare_folder(request: TrainRequest, choice: ModelChoice) -> None:
+    """Rank 0, once every check has passed: set an old run aside (``--restart``), tidy, record the config (and a LoRA run's base)."""
     run = request.run
     if request.restart:
         aside = run.set_aside()
@@ -347,7 +377,9 @@ def _prepare_folder(request: TrainRequest, config: dict[str, Any]) -> None:
             _say(f"--restart: the previous run's files are kept in {aside}")
     if run.checkpoints_dir.is_dir():
         remove_partial_files(run.checkpoints_dir)  # a checkpoint being written when the last job was killed
-    run.save_config(config)
+    if request.lora is not None:
+        run.save_lora_info(run_info(request.lora, choice))
+    run.save_config(choice.config)
 
 
 def _say_start(request: TrainRequest, choice: ModelChoice, weights_read: str, last: tuple[int, Path] | None,
@@ -367,7 +399,11 @@ def _say_end(request: TrainRequest, step: int, signal_name: str | None) -> None:
     last = request.run.last_checkpoint()
     why = f"stopped by {signal_name}" if signal_name else "done"
     _say(f"{why} at step {step}; checkpoint: {last[1] if last else 'none'}")
-    if last:
+    info = request.run.lora_info()
+    if last and info is not None:
+        _say(f"its adapter: {adapter_file(last[1])}\ngenerate with it: python generate.py {' '.join(info.base_flags)} "
+             f"--lora {adapter_file(last[1])} --cond-yaml-path TREE --output-dir OUT")  # fmt: skip
+    elif last:
         _say(f"generate with it: python generate.py --ckpt-path {last[1]} --cond-yaml-path TREE --output-dir OUT")
     if signal_name:
         _say("the same command continues from that checkpoint")

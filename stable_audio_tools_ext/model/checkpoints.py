@@ -71,6 +71,13 @@ def read_state_dict(path: Path, weights: Weights | None = None, trust: bool = Fa
         state, kind = load_file(path), "safetensors"
     else:
         loaded = _torch_load(path, trust)
+        if isinstance(loaded, dict) and "lora_config" in loaded:
+            adapter = path.with_suffix(".safetensors")
+            raise CheckpointError(
+                f"{path} is a LoRA checkpoint: it holds adapters, not a model. Generate with its base model and "
+                f"--lora {adapter if adapter.is_file() else 'ADAPTER.safetensors'}"
+                + ("" if adapter.is_file() else f" (finetune.py export-lora --ckpt-path {path} --output ADAPTER.safetensors)")
+            )
         if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
             state, kind = loaded["state_dict"], "checkpoint"
         elif isinstance(loaded, dict) and all(torch.is_tensor(v) for v in loaded.values()):

@@ -49,10 +49,14 @@ class LoraConfig:
     def scale(self) -> float:
         return self.alpha / self.rank
 
-    def to_json(self) -> str:
-        """The metadata value, with the JSON types stable-audio-tools writes (lists, ``null``)."""
+    def to_dict(self) -> dict[str, Any]:
+        """As stable-audio-tools keeps it (lists, ``None``): in checkpoints as is, in files as JSON."""
         patterns = {name: None if value is None else list(value) for name, value in (("include", self.include), ("exclude", self.exclude))}
-        return json.dumps({"rank": self.rank, "alpha": self.alpha, "adapter_type": self.adapter_type, **patterns})
+        return {"rank": self.rank, "alpha": self.alpha, "adapter_type": self.adapter_type, **patterns}
+
+    def to_json(self) -> str:
+        """The metadata value."""
+        return json.dumps(self.to_dict())
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,11 @@ def _config(metadata: Any, ranks: list[int], path: Path) -> LoraConfig:
         raise LoraFileError(f"LoRA adapter {path}: its lora_config metadata is not valid JSON") from None
     if not isinstance(raw, dict):
         raise LoraFileError(f"LoRA adapter {path}: its lora_config metadata is not a JSON object")
+    return config_from_dict(raw, ranks, path)
+
+
+def config_from_dict(raw: dict[str, Any], ranks: list[int], path: Path) -> LoraConfig:
+    """A ``lora_config`` (of a file's metadata or a LoRA checkpoint) checked; ``ranks``: its tensors' ranks, for the default."""
     adapter_type = raw.get("adapter_type", "lora")
     if adapter_type not in KNOWN_TYPES:
         raise LoraFileError(f"LoRA adapter {path}: unknown adapter_type {adapter_type!r} "
