@@ -7,6 +7,7 @@
         --val-dataset-config data/dataset_config.val.json \
         --pretrained-name stabilityai/stable-audio-open-1.0 --save-dir runs --name clotho --max-steps 20000
     python generate.py --ckpt-path runs/clotho/checkpoints/epoch=3-step=20000.ckpt --cond-yaml-path tree.yaml
+    python finetune.py merge-lora --lora style.safetensors --lora-strength 0.8 --output merged/model.safetensors
 
 All logic lives in ``stable_audio_tools_ext.finetune``; ``python finetune.py COMMAND -h`` lists every
 flag, docs/finetuning.md describes them.

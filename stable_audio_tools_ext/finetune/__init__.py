@@ -6,7 +6,8 @@ per-split folders of links, dataset configs and the standalone metadata module t
 and timing to stable-audio-tools' trainer) and ``train`` (upstream's training wrapper, dataloaders
 and the Lightning it pins, with a resumable run folder, strict weight loading, atomic checkpoints,
 fixes for 0.0.19's traps and demos), and ``evaluate`` (one tree through several checkpoints via
-``generate.py``'s entry point, then ``comparison.html``). May import ``datasets`` (the config, link and metadata-module
+``generate.py``'s entry point, then ``comparison.html``), and ``merge-lora`` (LoRA adapters baked into a
+full-weight checkpoint through ``model``'s loader and merge). May import ``datasets`` (the config, link and metadata-module
 pieces shared with ``generate.py --split``), ``output`` (atomic writes), ``tree`` (reserved names,
 demo trees), ``model`` (configs, the loader), ``run`` (signals, and the in-process engine that
 renders demos exactly as ``generate.py``), ``scoring`` (CLAP embeddings for the Fréchet distance)

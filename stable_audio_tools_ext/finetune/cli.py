@@ -27,6 +27,7 @@ from ..scoring.options import add_score_arguments
 from ..tree.conditions import segment_problem
 from .captions import CAPTION_COLUMNS, FILE_COLUMNS, counted
 from .metadata import CAPTION_POLICIES
+from .merge_lora import add_merge_lora
 from .prepare import (
     SAO_1_0,
     CaptionSet,
@@ -254,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_encode(subparsers)
     _add_evaluate(subparsers)
     _add_export_lora(subparsers)
+    add_merge_lora(subparsers)
     return parser
 
 

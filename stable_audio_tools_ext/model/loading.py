@@ -74,7 +74,8 @@ def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: 
         raise ModelLoadError(f"{what}: {'; '.join(problems)}")
 
 
-def _read_weights(spec: ModelSpec, ckpt_flag: str) -> tuple[dict[str, torch.Tensor], str]:
+def read_weights(spec: ModelSpec, ckpt_flag: str = "--ckpt-path") -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict of ``spec``'s weights as stored (their dtypes too), and what was read; ``ModelLoadError``."""
     request = spec.request
     try:
         if request.ckpt_path is not None:
@@ -136,13 +137,18 @@ def build_model(spec: ModelSpec, ckpt_flag: str = "--ckpt-path") -> tuple[torch.
     """The network of ``spec`` with its weights loaded strictly, as stable-audio-tools builds it (float32,
     training mode), and what was read; ``load_model`` readies it for sampling, fine-tuning trains it.
     ``ckpt_flag`` is the command's name for ``spec.request.ckpt_path`` in messages."""
-    state, weights_read = _read_weights(spec, ckpt_flag)
+    state, weights_read = read_weights(spec, ckpt_flag)
+    return model_with_weights(spec, state, ckpt_flag), weights_read
+
+
+def model_with_weights(spec: ModelSpec, state: dict[str, torch.Tensor], ckpt_flag: str = "--ckpt-path") -> torch.nn.Module:
+    """``build_model`` from weights already read (``read_weights``), for callers that need them as stored."""
     model = create_model(spec.config)
     where = f"{ckpt_flag} {spec.source}" if spec.request.ckpt_path else f"--pretrained-name {spec.source}"
     _load_strict(model, state, f"{where} does not match its model config")
     if spec.request.pretransform_ckpt_path is not None:
         _override_pretransform(model, spec.request)
-    return model, weights_read
+    return model
 
 
 def load_model(spec: ModelSpec, device: torch.device, precision: str | None = None) -> LoadedModel:

@@ -1,6 +1,6 @@
-"""The model flags shared by ``generate.py`` and ``run_gradio.py``.
+"""The model flags shared by ``generate.py``, ``run_gradio.py`` and ``finetune.py merge-lora``.
 
-One definition, so both entry points accept the same model flags and resolve them the same way.
+One definition, so the entry points accept the same model flags and resolve them the same way.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from .spec import PRECISION_NAMES, ModelRequest, ModelSpec, read_model_spec
 DEFAULT_MODEL = "stabilityai/stable-audio-open-1.0"
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the "model" flag group: which model, from where, which weights, on which device."""
+def add_model_arguments(parser: argparse.ArgumentParser, sampling: bool = True) -> None:
+    """Add the "model" flag group: which model, from where, which weights, and (``sampling``) on which
+    device and at which precision; ``merge-lora`` works in float32 on the CPU, so it leaves those out."""
     model = parser.add_argument_group("model")
     model.add_argument(
         "--pretrained-name",
@@ -47,6 +48,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow checkpoints that need full unpickling (can run arbitrary code; default: tensors only)",
     )
+    if not sampling:
+        return
     model.add_argument(
         "--precision",
         choices=PRECISION_NAMES,
@@ -60,18 +63,22 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_lora_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the "LoRA adapters" flag group (``generate.py`` only, so far)."""
+GENERATE_LORA_HELP = ("apply this LoRA adapter (.safetensors with lora_config metadata, as stable-audio-tools >= 0.0.20 "
+                      "writes) to every item; repeat for several, applied in order; part of each item's fingerprint by "
+                      "the file's content hash")  # fmt: skip
+
+
+def add_lora_arguments(parser: argparse.ArgumentParser, lora_help: str = GENERATE_LORA_HELP, required: bool = False) -> None:
+    """Add the "LoRA adapters" flag group (``generate.py``; ``merge-lora`` with its own ``--lora`` help, required)."""
     lora = parser.add_argument_group("LoRA adapters (stable-audio-tools' format; docs/models.md#lora-adapters-generation)")
     lora.add_argument(
         "--lora",
         type=Path,
         action="append",
         default=[],
+        required=required,
         metavar="PATH",
-        help="apply this LoRA adapter (.safetensors with lora_config metadata, as stable-audio-tools >= 0.0.20 "
-        "writes) to every item; repeat for several, applied in order; part of each item's fingerprint by the "
-        "file's content hash",
+        help=lora_help,
     )
     lora.add_argument(
         "--lora-strength",
@@ -93,7 +100,7 @@ def model_request_from_args(args: argparse.Namespace) -> ModelRequest:
         weights=args.weights,
         pretransform_ckpt_path=args.pretransform_ckpt_path,
         trust_checkpoint=args.trust_checkpoint,
-        lora=tuple(vars(args).get("lora", ())),  # only generate.py has the LoRA flags so far
+        lora=tuple(vars(args).get("lora", ())),  # generate.py and merge-lora have the LoRA flags
         lora_strength=tuple(vars(args).get("lora_strength", ())),
     )
 
