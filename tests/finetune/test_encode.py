@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from stable_audio_tools_ext.finetune import cli
 from stable_audio_tools_ext.finetune.encode import CONFIG_NAME, SourceFile, durations, shard_by_duration
@@ -149,6 +150,23 @@ def test_train_on_latents_then_generate(one_rank, small_hub_env, tmp_path) -> No
     generated = subprocess.run(command, cwd=REPO_ROOT, env=small_hub_env, capture_output=True, text=True, timeout=300)
     assert generated.returncode == 0, generated.stderr
     assert (tmp_path / "out" / "rain_item-1.wav").is_file()
+
+
+def test_lora_training_on_latents_under_torchrun(one_rank, small_hub_env, tmp_path) -> None:
+    """LoRA adapters train with DDP on two ranks from pre-encoded latents; the checkpoint and its adapter file hold adapters only."""
+    from stable_audio_tools_ext.finetune.run_folder import TrainingRun, adapter_file
+    from stable_audio_tools_ext.model.lora_files import read_lora_file
+
+    result = finetune("train", "--dataset-config", one_rank / CONFIG_NAME, *MODEL, "--batch-size", "1", "--num-workers", "1",
+                      "--lora-rank", "2", "--lora-include", "transformer.layers.[0-1].", "--save-dir", tmp_path, "--name",
+                      "lora", "--max-steps", "2", env=small_hub_env, ranks=2)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "batch 1 x 1 accumulated x 2 ranks = 2" in result.stderr
+    step, checkpoint = TrainingRun(tmp_path / "lora").last_checkpoint()
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    assert step == 2 and state and all(".transformer.layers." in key and ".lora.lora_" in key for key in state)
+    adapter = read_lora_file(adapter_file(checkpoint))
+    assert adapter.config.include == ("transformer.layers.[0-1].",) and len(adapter.layers) == len(state) // 2
 
 
 def test_encode_refuses_what_it_cannot_use(one_rank, data, small_hub, small_hub_env, tmp_path) -> None:

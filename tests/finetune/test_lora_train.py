@@ -22,8 +22,23 @@ from stable_audio_tools_ext.finetune import cli
 from stable_audio_tools_ext.finetune.lora_settings import LoraSettings, expand_ranges
 from stable_audio_tools_ext.finetune.run_folder import TrainingRun, adapter_file
 from stable_audio_tools_ext.model.lora_files import read_lora_file
+from stable_audio_tools_ext.finetune.lora_training import add_trainable_adapters
+from stable_audio_tools_ext.model.lora import PARTS, apply_adapters
+from stable_audio_tools_ext.model.lora_files import PARAMETRIZATION
+from stable_audio_tools_ext.sampling.engine import generate_audio
 from tests.conftest import REPO_ROOT
 from tests.finetune.captioned import AUDIO, prepared
+from tests.model.test_lora import (  # noqa: F401 - upstream and sat020_wheel are fixtures
+    CPU,
+    REQUEST,
+    _upstream_config,
+    assert_same_weights,
+    fresh_model,
+    sat020_wheel,
+    upstream,
+    use_of,
+    weights_of,
+)
 from tests.finetune.test_train import BASE, DEMO_TREE, SMALL, dataset_flags, generate, read_checkpoint, run_in_process, train, wavs
 
 LORA = ["--lora-rank", "4", "--lora-alpha", "8"]
@@ -183,3 +198,46 @@ def test_include_and_exclude_select_layers_as_stable_audio_tools_does() -> None:
     assert not settings.selects("model.transformer.layers.1.cross_attn.to_q")
     assert not settings.selects("model.transformer.layers.2.self_attn.to_qkv")
     assert LoraSettings(4, 4.0).selects("anything")
+
+
+def test_training_adapters_compute_what_upstreams_parametrization_computes(upstream) -> None:
+    """The forward hooks give the function stable-audio-tools 0.0.20's LoRA trains (W + alpha/rank B A), to float error."""
+    ours, theirs = fresh_model().model.train(), fresh_model().model.train()
+    settings = LoraSettings(4, 8.0)
+    add_trainable_adapters(ours, settings)
+    for part in PARTS:
+        upstream.model.add_lora(getattr(theirs, part), _upstream_config(upstream, rank=4, alpha=8))
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, param in ours.named_parameters():
+            if name.endswith("lora_B"):
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+        their_params = dict(theirs.named_parameters())
+        copied = 0
+        for name, param in ours.named_parameters():
+            if ".lora." in name:
+                their_params[name.replace(".lora.", PARAMETRIZATION)].copy_(param)
+                copied += 1
+    assert copied == sum(1 for n in their_params if n.endswith(("lora_A", "lora_B")))  # the same layers, every one
+    x = torch.randn(2, 64, 16, generator=generator)
+    t = torch.rand(2, generator=generator)
+    conditioning = [{"prompt": "rain", "seconds_start": 0, "seconds_total": 1.5}] * 2
+    outputs = []
+    with torch.no_grad():
+        for model in (ours, theirs, fresh_model().model.train()):
+            outputs.append(model(x, t, cond=model.conditioner(conditioning, "cpu"), cfg_dropout_prob=0.0))
+    assert not torch.allclose(outputs[0], outputs[2], rtol=1e-3, atol=1e-3)  # the adapters change the output
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
+
+
+def test_an_adapter_trained_here_gives_the_same_weights_and_audio_in_stable_audio_tools_0_0_20(lora_run, upstream) -> None:
+    run = TrainingRun(lora_run[0])
+    adapter = adapter_file(run.checkpoints()[0][1])
+    theirs = fresh_model()
+    upstream.loader.load_and_apply_loras(theirs.model, [str(adapter)], "diffusion_cond")
+    ours = fresh_model()
+    adapted = apply_adapters(ours.model, [use_of(adapter)], CPU)
+    assert_same_weights(weights_of(ours.model), weights_of(theirs.model))
+    assert torch.equal(generate_audio(ours, [REQUEST]), generate_audio(theirs, [REQUEST]))
+    adapted.set([])
+    assert not torch.equal(generate_audio(ours, [REQUEST]), generate_audio(theirs, [REQUEST]))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from stable_audio_tools_ext.finetune.callbacks import AtomicCheckpointIO
-from stable_audio_tools_ext.finetune.run_folder import TrainingRun, step_of
+from stable_audio_tools_ext.finetune.run_folder import LoraRunInfo, TrainingRun, adapter_file, step_of
 
 
 def test_step_of_reads_lightning_checkpoint_names() -> None:
@@ -32,11 +32,12 @@ def test_restart_moves_everything_aside_and_deletes_nothing(tmp_path) -> None:
     run.checkpoints_dir.mkdir(parents=True)
     (run.checkpoints_dir / "epoch=0-step=1.ckpt").write_bytes(b"weights")
     run.save_config({"model_type": "diffusion_cond"})
+    run.save_lora_info(LoraRunInfo({"rank": 4}, ("--pretrained-name", "x"), "x"))
     aside = run.set_aside()
     assert aside is not None and aside.parent == run.folder
     assert (aside / "checkpoints" / "epoch=0-step=1.ckpt").read_bytes() == b"weights"
-    assert (aside / "model_config.json").is_file()
-    assert run.saved_config() is None and run.last_checkpoint() is None
+    assert (aside / "model_config.json").is_file() and (aside / "lora_base.json").is_file()
+    assert run.saved_config() is None and run.last_checkpoint() is None and run.lora_info() is None
 
 
 class _Unpicklable:
@@ -59,8 +60,10 @@ def test_keep_latest_deletes_all_but_the_highest_steps(tmp_path) -> None:
     run.checkpoints_dir.mkdir(parents=True)
     for step in (2, 10, 4, 8, 6):
         (run.checkpoints_dir / f"epoch=0-step={step}.ckpt").write_bytes(b"x")
+        adapter_file(run.checkpoints_dir / f"epoch=0-step={step}.ckpt").write_bytes(b"a LoRA run's adapter")
     (run.checkpoints_dir / "notes.txt").write_text("not a checkpoint")
     assert sorted(p.name for p in run.keep_latest(2)) == ["epoch=0-step=2.ckpt", "epoch=0-step=4.ckpt", "epoch=0-step=6.ckpt"]
     assert [step for step, _ in run.checkpoints()] == [8, 10]
+    assert sorted(p.name for p in run.checkpoints_dir.glob("*.safetensors")) == ["epoch=0-step=10.safetensors", "epoch=0-step=8.safetensors"]
     assert (run.checkpoints_dir / "notes.txt").is_file()
     assert run.keep_latest(0) == [] and len(run.checkpoints()) == 2  # 0: keep all
