@@ -17,7 +17,9 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -31,8 +33,8 @@ from stable_audio_tools_ext.output.manifest import load_records
 from stable_audio_tools_ext.request import GenerationRequest
 from stable_audio_tools_ext.run import cli, exits
 from stable_audio_tools_ext.sampling.engine import generate_audio
-from tests.conftest import CACHE
-from tests.support import audio_files, write
+from tests.conftest import CACHE, REPO_ROOT
+from tests.support import GENERATE, audio_files, write
 
 CPU = torch.device("cpu")
 REQUEST = GenerationRequest(prompt="rain on a tin roof", seed=11, seconds_start=0, seconds_total=1.5, steps=4)
@@ -496,3 +498,26 @@ def test_demo_trees_and_models_without_adapter_support_refuse_leaf_adapters(tmp_
     adapted = replace(REQUEST, lora=(LeafAdapter(str(adapter_file), "0" * 64, 1.0),))
     with pytest.raises(ValueError, match="no adapter support"):
         generate_latents(bare, [adapted])
+
+
+@pytest.mark.slow
+def test_a_strength_sweep_under_torchrun_equals_the_single_process_files(tmp_path, model, small_hub_env, capsys) -> None:
+    """Every rank applies the leaf adapters: two torchrun ranks write what one process writes, item for item."""
+    write_lora(tmp_path / "adapters" / "rain.safetensors", random_tensors(model.model, seed=21), CONFIG)
+    tree = write(tmp_path, "rain:\n  _defaults: {prompt: rain on a tin roof, seconds_total: 1, n_samples: 2, "
+                 "lora: adapters/rain.safetensors}\n  strength:\n    _sweep: {lora_strength: [0, 0.5, 1]}\n")  # fmt: skip
+    flags = ["--cond-yaml-path", str(tree), "--sample-steps", "4", "--batch-size", "2", "--clip-length"]
+    assert cli.main([*flags, "--output-dir", str(tmp_path / "one")]) == exits.EXIT_OK, capsys.readouterr().err
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", GENERATE, *flags,
+               "--output-dir", str(tmp_path / "two")]  # fmt: skip
+    result = subprocess.run(command, env=small_hub_env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = audio_files(tmp_path / "one"), audio_files(tmp_path / "two")
+    assert set(one) == set(two) and len(one) == 6
+    audio = {name: (sf.read(one[name], dtype="float32")[0], sf.read(two[name], dtype="float32")[0]) for name in one}
+    for name, (a, b) in audio.items():
+        assert np.abs(a - b).max() <= 1e-4, name
+    zero, full = audio["rain/strength/0_item-1.wav"][0], audio["rain/strength/1_item-1.wav"][0]
+    assert np.abs(zero - full).max() > 1e-3  # the strengths differ in the audio
+    records = load_records(tmp_path / "two")
+    assert sorted({r["lora"][0]["strength"] for r in records.values()}) == [0.0, 0.5, 1.0]
