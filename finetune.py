@@ -8,13 +8,14 @@
         --pretrained-name stabilityai/stable-audio-open-1.0 --save-dir runs --name clotho --max-steps 20000
     python generate.py --ckpt-path runs/clotho/checkpoints/epoch=3-step=20000.ckpt --cond-yaml-path tree.yaml
 
-All logic lives in ``stable_audio_tools_ext.finetune``; ``python finetune.py COMMAND -h`` lists every
+All logic lives in ``stable_audio_tools_ext.finetune`` (``evaluate``: ``stable_audio_tools_ext.evaluation``;
+the dispatcher: ``stable_audio_tools_ext.finetune_main``); ``python finetune.py COMMAND -h`` lists every
 flag, docs/finetuning.md describes them.
 """
 
 import sys
 
-from stable_audio_tools_ext.finetune.cli import main
+from stable_audio_tools_ext.finetune_main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from ..finetune.captions import AUDIO_EXTENSIONS, is_audio_name
+from ..finetune.run_folder import TrainingRun
 from ..output.manifest import load_records
 from ..output.resume import VALID_STATUSES
 from ..run import cli as generate_cli
@@ -30,9 +32,7 @@ from ..run.distributed import join_job, shutdown
 from ..run.exits import EXIT_JOB_FAILED, EXIT_OK, EXIT_USAGE
 from ..scoring.clap import ClapLoadError, ClapScorer
 from ..scoring.frechet import frechet_distance, set_size
-from .captions import AUDIO_EXTENSIONS, is_audio_name
 from .comparison import FrechetResult, ModelColumn, write_comparison
-from .run_folder import TrainingRun
 
 EMBED_CHUNK = 64  # files read into memory at a time for their CLAP embeddings
 BASE_LABEL = "base"
