@@ -9,13 +9,14 @@
     python generate.py --ckpt-path runs/clotho/checkpoints/epoch=3-step=20000.ckpt --cond-yaml-path tree.yaml
     python finetune.py merge-lora --lora style.safetensors --lora-strength 0.8 --output merged/model.safetensors
 
-All logic lives in ``stable_audio_tools_ext.finetune``; ``python finetune.py COMMAND -h`` lists every
+All logic lives in ``stable_audio_tools_ext.finetune`` (``evaluate``: ``stable_audio_tools_ext.evaluation``;
+the dispatcher: ``stable_audio_tools_ext.finetune_main``); ``python finetune.py COMMAND -h`` lists every
 flag, docs/finetuning.md describes them.
 """
 
 import sys
 
-from stable_audio_tools_ext.finetune.cli import main
+from stable_audio_tools_ext.finetune_main import main
 
 if __name__ == "__main__":
     sys.exit(main())

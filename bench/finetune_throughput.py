@@ -82,7 +82,7 @@ def step_times(dataset_config: Path, spec, steps: int, batch_size: int, workers:
 def run(args: argparse.Namespace) -> dict:
     import torch
 
-    from stable_audio_tools_ext.finetune import cli
+    from stable_audio_tools_ext import finetune_main
     from stable_audio_tools_ext.finetune.encode import CONFIG_NAME, EncodeRequest, encode
     from stable_audio_tools_ext.finetune.weights import choose_model
     from stable_audio_tools_ext.model.spec import ModelRequest
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         captions = write_dataset(root)
-        if cli.main(["prepare", "--audio-dir", str(root / "audio"), "--captions", str(captions), "--output-dir",
+        if finetune_main.main(["prepare", "--audio-dir", str(root / "audio"), "--captions", str(captions), "--output-dir",
                      str(root / "data"), "--split", "train=1.0"]):  # fmt: skip
             raise SystemExit("finetune.py prepare failed")
         audio_config = root / "data" / "dataset_config.train.json"

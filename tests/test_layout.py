@@ -27,9 +27,12 @@ ALLOWED = {
     "scoring": {"model", "output", "tree", "quiet", "request"},  # model: the tiny CLAP's repo id
     "run": {"tree", "model", "sampling", "output", "datasets", "scoring", "request", "quiet"},
     "studio": {"tree", "model", "sampling", "output", "datasets", "run", "request"},
-    # finetune.py: prepare (datasets: configs, links), train (run: signals, demos through the in-process engine),
-    # evaluate (scoring: CLAP embeddings for the Fréchet distance)
-    "finetune": {"datasets", "output", "tree", "model", "run", "scoring", "request", "quiet"},
+    # finetune.py: prepare (datasets: configs, links), train (run: signals, demos through the in-process engine)
+    "finetune": {"datasets", "output", "tree", "model", "run", "request"},
+    # finetune.py evaluate: generate.py's job (run) per model, scores (scoring), run folders (finetune)
+    "evaluation": {"finetune", "run", "scoring", "datasets", "output", "model", "request"},
+    # finetune.py's dispatcher, above both packages whose subcommands it lists
+    "finetune_main": {"finetune", "evaluation", "quiet"},
 }
 
 

@@ -1,5 +1,5 @@
-"""Command line of ``finetune.py``: ``prepare`` (captioned audio -> stable-audio-tools dataset) and
-``train`` (fine-tune a model on it).
+"""The subcommands of ``finetune.py`` this package owns: ``prepare`` (captioned audio -> stable-audio-tools
+dataset), ``train`` (fine-tune a model on it) and ``encode``; ``finetune_main`` is the dispatcher.
 
 Every input problem is found before anything is written and printed with exit code 2: for
 ``prepare`` all at once, one ``file:line: what`` line each; for ``train`` one line (its checks run in
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -18,14 +17,12 @@ from rich.table import Table
 from rich.text import Text
 
 from ..datasets.training import parse_split_spec
-from ..model.families import SAMPLER_NAMES
 from ..model.spec import ModelLoadError, ModelRequest, read_model_config, read_model_spec
-from ..quiet import hide_library_banners, hide_library_warnings
-from ..run.argtypes import add_dist_timeout_argument, finite_float, positive_int, seed_value
+from ..run.argtypes import add_dist_timeout_argument, finite_float, positive_int
 from ..run.exits import EXIT_OK, EXIT_USAGE
-from ..scoring.options import add_score_arguments
 from ..tree.conditions import segment_problem
 from .captions import CAPTION_COLUMNS, FILE_COLUMNS, counted
+from .lora_settings import LoraSettings
 from .metadata import CAPTION_POLICIES
 from .merge_lora import add_merge_lora
 from .prepare import (
@@ -38,7 +35,6 @@ from .prepare import (
     window_from_config,
     write_prepared,
 )
-from .lora_settings import LoraSettings
 from .run_folder import TrainingRun
 from .training import LIGHTNING_PRECISIONS, LOGGERS, TrainRequest, default_workers, train
 from .weights import FinetuneInputError
@@ -204,59 +200,13 @@ def _add_encode(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=encode_command, command_parser=parser)
 
 
-def _generate_batch_size(text: str) -> str:
-    """generate.py's ``--batch-size``: a positive count or ``auto``, checked here so a typo costs no generation."""
-    return text if text == "auto" else str(positive_int(text))
-
-
-def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
-    """The ``evaluate`` subcommand: one tree through several models, then comparison.html (docs/finetuning.md)."""
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="generate one tree with several checkpoints (and the base model) and compare them in comparison.html",
-        description="Generate a condition tree with every model given, as generate.py would (same seeds, resumable, "
-        "torchrun-sharded), into OUTPUT_DIR/<label>/ (base, step-N, or the checkpoint's name), then write "
-        "OUTPUT_DIR/comparison.html: items x models with players, spectrograms, CLAP scores and per-model summaries. "
-        "Bad input: exit 2.",
-    )
-    parser.add_argument("--cond-yaml-path", type=Path, required=True, metavar="TREE", help="the condition tree every model generates")
-    parser.add_argument("--output-dir", type=Path, required=True, metavar="OUT", help="one folder per model, and comparison.html")
-    models = parser.add_argument_group("models (at least one)")
-    models.add_argument("--run-dir", type=Path, action="append", metavar="SAVE_DIR/NAME", help="every checkpoint of a "
-                        "finetune.py train run, labelled step-N (repeatable; not --run, which torchrun would take for "
-                        "its own --run-path)")  # fmt: skip
-    models.add_argument("--ckpt-path", type=Path, action="append", metavar="FILE", help="a checkpoint (its model_config.json "
-                        "beside it or its run's), labelled by its file name (repeatable)")  # fmt: skip
-    models.add_argument("--pretrained-name", metavar="REPO_ID", help="the base model from the hub, labelled base")
-    sampling = parser.add_argument_group("sampling and output (as generate.py; its defaults when not given)")
-    sampling.add_argument("--sample-steps", type=positive_int, help="denoising steps per item")
-    sampling.add_argument("--cfg-scale", type=finite_float, help="classifier-free guidance scale")
-    sampling.add_argument("--sampler-type", choices=SAMPLER_NAMES, help="sampler (must suit the model family)")
-    sampling.add_argument("--seed", type=seed_value, help="base seed of the items (generate.py's default: 0)")
-    sampling.add_argument("--batch-size", type=_generate_batch_size, help="items per forward pass on each rank, or auto")
-    sampling.add_argument("--n-sample-per-cond", type=positive_int, help="items per leaf (a leaf's n_samples overrides it)")
-    sampling.add_argument("--clip-length", action="store_true", help="trim each file to its seconds_total")
-    add_dist_timeout_argument(sampling, "as generate.py's")
-    add_score_arguments(parser)
-    parser.add_argument("--reference", type=Path, metavar="DIR", help="real audio (e.g. prepare's validation split): "
-                        "each model's Fréchet distance to it on CLAP audio embeddings, with the file counts")  # fmt: skip
-    parser.set_defaults(handler=evaluate_command, command_parser=parser)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="finetune.py",
-        description="Fine-tune Stable Audio models on captioned audio: `prepare` the dataset, then `train`; "
-        "generate.py --ckpt-path takes the checkpoints. docs/finetuning.md.",
-    )
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """The subcommands this package owns, added to ``finetune.py``'s parser (``finetune_main``)."""
     _add_prepare(subparsers)
     _add_train(subparsers)
     _add_encode(subparsers)
-    _add_evaluate(subparsers)
     _add_export_lora(subparsers)
     add_merge_lora(subparsers)
-    return parser
 
 
 def _request(args: argparse.Namespace, parser: argparse.ArgumentParser) -> PrepareRequest:
@@ -416,18 +366,3 @@ def encode_command(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     except FinetuneInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-
-
-def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """``finetune.py evaluate``: imported on use (it pulls in generate.py's engine and the CLAP scorer)."""
-    from .evaluate import evaluate
-
-    return evaluate(args)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    hide_library_warnings()  # before Lightning and stable-audio-tools are imported: some warn at import
-    hide_library_banners()
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    return args.handler(args, args.command_parser)

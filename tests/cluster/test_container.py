@@ -133,7 +133,7 @@ def script_parser(name: str):
     if name == "generate.py":
         from stable_audio_tools_ext.run.cli import build_parser
     elif name == "finetune.py":
-        from stable_audio_tools_ext.finetune.cli import build_parser
+        from stable_audio_tools_ext.finetune_main import build_parser
     else:
         assert name == "run_gradio.py", name
         from run_gradio import build_parser

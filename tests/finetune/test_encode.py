@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from stable_audio_tools_ext.finetune import cli
+from stable_audio_tools_ext import finetune_main
 from stable_audio_tools_ext.finetune.encode import CONFIG_NAME, SourceFile, durations, shard_by_duration
 from stable_audio_tools_ext.model.tiny import DEMO_REPO_ID
 from tests.conftest import REPO_ROOT, SMALL_WINDOW_SAMPLES
@@ -223,7 +223,7 @@ def test_rank_0_gives_up_on_ranks_that_never_join_after_the_dist_timeout(small_h
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", str(free_port()))
-    code = cli.main(["encode", "--dataset-config", "unread.json", "--output-dir", "unwritten", *MODEL, "--device", "cpu",
+    code = finetune_main.main(["encode", "--dataset-config", "unread.json", "--output-dir", "unwritten", *MODEL, "--device", "cpu",
                      "--dist-timeout", "0.02"])  # fmt: skip
     assert code == 1
     assert "error: the 2 ranks did not all join within --dist-timeout 0.02 min" in capsys.readouterr().err

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from stable_audio_tools_ext.finetune import cli
+from stable_audio_tools_ext import finetune_main
 from stable_audio_tools_ext.finetune.lora_settings import LoraSettings, expand_ranges
 from stable_audio_tools_ext.finetune.run_folder import TrainingRun, adapter_file
 from stable_audio_tools_ext.model.lora_files import read_lora_file
@@ -179,7 +179,7 @@ def test_lora_flags_and_runs_of_another_kind_are_refused(lora_run, data, small_h
     for args, message in cases:
         if message.startswith("--lora-alpha"):  # a flag problem: argparse's usage line and exit 2
             with pytest.raises(SystemExit, match="2"):
-                cli.main(["train", *map(str, args)])
+                finetune_main.main(["train", *map(str, args)])
             assert message in capsys.readouterr().err
         else:
             assert message in run_in_process(capsys, args), args

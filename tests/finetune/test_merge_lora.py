@@ -16,7 +16,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from stable_audio_tools_ext.finetune.cli import main as finetune
+from stable_audio_tools_ext.finetune_main import main as finetune
 from stable_audio_tools_ext.finetune.merge_lora import MERGED_LORA_KEY
 from stable_audio_tools_ext.model.lora import ADAPTED_TYPES, PARTS, write_lora
 from stable_audio_tools_ext.model.lora_files import LoraConfig

@@ -21,7 +21,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from stable_audio_tools_ext.finetune import cli
+from stable_audio_tools_ext import finetune_main
 from stable_audio_tools_ext.finetune.run_folder import TrainingRun
 from stable_audio_tools_ext.model.tiny import DEMO_REPO_ID
 from stable_audio_tools_ext.run.exits import EXIT_INTERRUPTED
@@ -234,7 +234,7 @@ def test_keep_checkpoints_keeps_the_latest_only_and_val_every_counts_optimizer_s
 
 def run_in_process(capsys, args: list[str | Path]) -> str:
     """``finetune.py train`` in this process; it must refuse with exit code 2. Returns stderr."""
-    code = cli.main(["train", *map(str, args)])
+    code = finetune_main.main(["train", *map(str, args)])
     err = capsys.readouterr().err
     assert code == 2, err
     return err

@@ -19,8 +19,8 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from stable_audio_tools_ext.finetune import cli
-from stable_audio_tools_ext.finetune.comparison import COMPARISON_NAME
+from stable_audio_tools_ext import finetune_main
+from stable_audio_tools_ext.evaluation.comparison import COMPARISON_NAME
 from stable_audio_tools_ext.run.exits import EXIT_USAGE
 from tests.chromium import CHROMIUM_ARGS
 from tests.conftest import REPO_ROOT
@@ -215,7 +215,7 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_written(flags, message, t
     (tmp_path / "silent" / "notes.txt").write_text("no audio here\n", encoding="utf-8")
     (tmp_path / "tree.yaml").write_text(TREE, encoding="utf-8")
     argv = ["evaluate", "--cond-yaml-path", str(tmp_path / "tree.yaml"), "--output-dir", str(tmp_path / "out")]
-    assert cli.main(argv + [flag.format(tmp=tmp_path) for flag in flags]) == EXIT_USAGE
+    assert finetune_main.main(argv + [flag.format(tmp=tmp_path) for flag in flags]) == EXIT_USAGE
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {message.format(tmp=tmp_path)}") and "\n" not in err
     assert not (tmp_path / "out").exists()

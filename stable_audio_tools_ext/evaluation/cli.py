@@ -1,0 +1,79 @@
+"""The ``evaluate`` subcommand of ``finetune.py``: its parser and handler (the dispatcher is ``finetune_main``).
+
+Imports nothing heavy: the handler imports ``evaluate`` (generate.py's engine, the CLAP scorer) on use,
+so ``finetune.py prepare`` and ``-h`` stay fast. Bad input: exit code 2 (docs/finetuning.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..model.families import SAMPLER_NAMES
+from ..run.argtypes import add_dist_timeout_argument, finite_float, positive_int, seed_value
+from ..scoring.options import add_score_arguments
+
+
+def _generate_batch_size(text: str) -> str:
+    """generate.py's ``--batch-size``: a positive count or ``auto``, checked here so a typo costs no generation."""
+    return text if text == "auto" else str(positive_int(text))
+
+
+def _strengths(text: str) -> tuple[float, ...]:
+    """``--lora-strengths``: comma-separated finite numbers, e.g. ``0.5,1``."""
+    return tuple(finite_float(part) for part in text.split(","))
+
+
+def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
+    """The ``evaluate`` subcommand: one tree through several models, then comparison.html (docs/finetuning.md)."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="generate one tree with several checkpoints (and the base model) and compare them in comparison.html",
+        description="Generate a condition tree with every model given, as generate.py would (same seeds, resumable, "
+        "torchrun-sharded), into OUTPUT_DIR/<label>/ (base, step-N, the checkpoint's name, or <adapter>@<strength>), then write "
+        "OUTPUT_DIR/comparison.html: items x models with players, spectrograms, CLAP scores and per-model summaries. "
+        "Bad input: exit 2.",
+    )
+    parser.add_argument("--cond-yaml-path", type=Path, required=True, metavar="TREE", help="the condition tree every model generates")
+    parser.add_argument("--output-dir", type=Path, required=True, metavar="OUT", help="one folder per model, and comparison.html")
+    models = parser.add_argument_group("models (at least one)")
+    models.add_argument("--run-dir", type=Path, action="append", metavar="SAVE_DIR/NAME", help="every checkpoint of a "
+                        "finetune.py train run, labelled step-N; a LoRA run's checkpoints are its base model with each "
+                        "one's adapter, and its base is a column too (repeatable; not --run, which torchrun would take "
+                        "for its own --run-path)")  # fmt: skip
+    models.add_argument("--ckpt-path", type=Path, action="append", metavar="FILE", help="a checkpoint (its model_config.json "
+                        "beside it or its run's), labelled by its file name (repeatable)")  # fmt: skip
+    models.add_argument("--pretrained-name", metavar="REPO_ID", help="the base model from the hub, labelled base")
+    models.add_argument("--revision", help="hub branch, tag or commit of --pretrained-name (default: main)")
+    lora = parser.add_argument_group("LoRA adapter files (a LoRA --run-dir needs none: its base and adapters are in it)")
+    lora.add_argument("--lora", type=Path, action="append", metavar="FILE", help="an adapter file (stable-audio-tools' "
+                      "LoRA .safetensors) on the --pretrained-name base, a model of its own at each --lora-strengths "
+                      "value, labelled <file stem>@<strength> (repeatable; not stacked, as generate.py's --lora is)")  # fmt: skip
+    lora.add_argument("--lora-strengths", type=_strengths, action="append", metavar="S[,S...]", help="the strengths each "
+                      "--lora is compared at: once for every --lora, or once per --lora in order (default: 1; 0 is "
+                      "the base model exactly)")  # fmt: skip
+    sampling = parser.add_argument_group("sampling and output (as generate.py; its defaults when not given)")
+    sampling.add_argument("--sample-steps", type=positive_int, help="denoising steps per item")
+    sampling.add_argument("--cfg-scale", type=finite_float, help="classifier-free guidance scale")
+    sampling.add_argument("--sampler-type", choices=SAMPLER_NAMES, help="sampler (must suit the model family)")
+    sampling.add_argument("--seed", type=seed_value, help="base seed of the items (generate.py's default: 0)")
+    sampling.add_argument("--batch-size", type=_generate_batch_size, help="items per forward pass on each rank, or auto")
+    sampling.add_argument("--n-sample-per-cond", type=positive_int, help="items per leaf (a leaf's n_samples overrides it)")
+    sampling.add_argument("--clip-length", action="store_true", help="trim each file to its seconds_total")
+    add_dist_timeout_argument(sampling, "as generate.py's")
+    add_score_arguments(parser)
+    parser.add_argument("--reference", type=Path, metavar="DIR", help="real audio (e.g. prepare's validation split): "
+                        "each model's Fréchet distance to it on CLAP audio embeddings, with the file counts")  # fmt: skip
+    parser.set_defaults(handler=evaluate_command, command_parser=parser)
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """The subcommands this package owns, added to ``finetune.py``'s parser."""
+    _add_evaluate(subparsers)
+
+
+def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``finetune.py evaluate``: imported on use (it pulls in generate.py's engine and the CLAP scorer)."""
+    from .evaluate import evaluate
+
+    return evaluate(args)

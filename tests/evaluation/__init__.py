@@ -1,0 +1,1 @@
+"""Tests of ``stable_audio_tools_ext.evaluation`` and ``finetune.py evaluate``: several models on one tree, compared."""
