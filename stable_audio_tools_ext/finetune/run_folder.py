@@ -93,11 +93,15 @@ class TrainingRun:
         return self.folder / LORA_BASE_NAME
 
     def lora_info(self) -> LoraRunInfo | None:
-        """The run's LoRA settings and base model, or ``None`` for a full fine-tuning run (or a new one)."""
+        """The run's LoRA settings and base model, or ``None`` for a full fine-tuning run (or a new one);
+        a record that is not one raises ``ValueError``, ``KeyError`` or ``TypeError``."""
         if not self.lora_base_path.is_file():
             return None
         raw = json.loads(self.lora_base_path.read_text(encoding="utf-8"))
-        return LoraRunInfo(raw["lora_config"], tuple(raw["base_flags"]), raw["base_description"])
+        flags = raw["base_flags"]
+        if not isinstance(raw["lora_config"], dict) or not flags or not all(isinstance(f, str) for f in flags):
+            raise ValueError("lora_config must be an object and base_flags a non-empty list of generate.py flags")
+        return LoraRunInfo(raw["lora_config"], tuple(flags), str(raw["base_description"]))
 
     def save_lora_info(self, info: LoraRunInfo) -> None:
         """Record a LoRA run's settings and base (atomically; before the first checkpoint is written)."""
