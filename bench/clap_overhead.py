@@ -54,17 +54,16 @@ def generate(tree_path: Path, out: Path, score: bool, steps: int) -> float:
 
 def scoring_alone(out: Path) -> tuple[float, float]:
     """Seconds to load the CLAP, and to score ``out``'s files in batches of ``BATCH`` (read from disk first)."""
-    import soundfile as sf
     import torch
 
     from stable_audio_tools_ext.output.manifest import load_records
-    from stable_audio_tools_ext.scoring.clap import ClapScorer
+    from stable_audio_tools_ext.scoring.clap import ClapScorer, read_clip
 
     started = time.perf_counter()
     scorer = ClapScorer.load(device=torch.device("cpu"))
     loaded = time.perf_counter()
     records = list(load_records(out).values())
-    clips = [sf.read(str(out / r["path"]), dtype="float32", always_2d=True) for r in records]
+    clips = [read_clip(out / r["path"], r["seconds_total"]) for r in records]
     scoring_started = time.perf_counter()
     for start in range(0, len(records), BATCH):
         scorer.scores([r["prompt"] for r in records[start:start + BATCH]], clips[start:start + BATCH])

@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from ..finetune.captions import AUDIO_EXTENSIONS, is_audio_name
 from ..output.manifest import load_records
@@ -29,7 +28,7 @@ from ..output.resume import VALID_STATUSES
 from ..run import cli as generate_cli
 from ..run.distributed import join_job, shutdown
 from ..run.exits import EXIT_JOB_FAILED, EXIT_OK, EXIT_USAGE
-from ..scoring.clap import ClapLoadError, ClapScorer
+from ..scoring.clap import ClapLoadError, ClapScorer, read_clip
 from ..scoring.frechet import frechet_distance, set_size
 from .comparison import FrechetResult, ModelColumn, write_comparison
 from .models import EvaluateInputError, Model, models_of
@@ -72,16 +71,18 @@ def generate_flags(args: argparse.Namespace, model: Model) -> list[str]:
     return flags + [flag for dest, flag in SWITCHES.items() if getattr(args, dest)]
 
 
-def written_files(folder: Path) -> list[Path]:
-    """The files a model's folder holds for its items (manifest order by relpath), those written only."""
+def written_files(folder: Path) -> list[tuple[Path, float]]:
+    """The files a model's folder holds for its items (manifest order by relpath), those written only,
+    each with its item's ``seconds_total`` (the file holds the whole window unless ``--clip-length``)."""
     records = load_records(folder)
-    return [folder / relpath for relpath, record in sorted(records.items())
+    return [(folder / relpath, record["seconds_total"]) for relpath, record in sorted(records.items())
             if record.get("status") in VALID_STATUSES and (folder / relpath).is_file()]  # fmt: skip
 
 
-def _embeddings(scorer: ClapScorer, files: list[Path]) -> np.ndarray:
-    """CLAP audio embeddings of ``files``, read ``EMBED_CHUNK`` at a time (a reference set may be large)."""
-    chunks = [scorer.audio_embeddings([sf.read(str(path), dtype="float32", always_2d=True) for path in files[start:start + EMBED_CHUNK]])
+def _embeddings(scorer: ClapScorer, files: list[tuple[Path, float | None]]) -> np.ndarray:
+    """CLAP audio embeddings of ``files`` (each cut to its seconds, ``None``: whole), ``EMBED_CHUNK`` at a time
+    (a reference set may be large)."""
+    chunks = [scorer.audio_embeddings([read_clip(path, seconds) for path, seconds in files[start:start + EMBED_CHUNK]])
               for start in range(0, len(files), EMBED_CHUNK)]  # fmt: skip
     return np.concatenate(chunks) if chunks else np.zeros((0, scorer.model.config.projection_dim), dtype=np.float32)
 
@@ -89,7 +90,7 @@ def _embeddings(scorer: ClapScorer, files: list[Path]) -> np.ndarray:
 def frechet_results(args: argparse.Namespace, models: list[Model], reference: list[Path]) -> dict[str, FrechetResult]:
     """Each model's Fréchet distance to the reference set on CLAP audio embeddings, with the sizes it rests on."""
     scorer = ClapScorer.load(args.clap_model)
-    ref = _embeddings(scorer, reference)
+    ref = _embeddings(scorer, [(path, None) for path in reference])
     ref_size = set_size(ref, f"--reference {args.reference}")
     results = {}
     for model in models:

@@ -43,8 +43,13 @@ def to_samples(audio: torch.Tensor, sample_rate: int, clip_seconds: float | None
     ``clip_seconds`` keeps the first ``round(clip_seconds * sample_rate)`` frames (``--clip-length``).
     """
     if clip_seconds is not None:
-        audio = audio[:, : int(round(clip_seconds * sample_rate))]
+        audio = audio[:, : clip_frames(clip_seconds, sample_rate)]
     return audio.detach().cpu().float().clamp(-1.0, 1.0).T.contiguous().numpy()
+
+
+def clip_frames(seconds: float, sample_rate: int) -> int:
+    """How many frames an item of ``seconds`` keeps: what ``--clip-length`` writes, and what CLAP scores of it."""
+    return int(round(seconds * sample_rate))
 
 
 def write_audio_atomic(path: Path, samples: np.ndarray, sample_rate: int, fmt: AudioFormat) -> None:

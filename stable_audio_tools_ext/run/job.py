@@ -20,7 +20,7 @@ from ..output.resume import OutputSettings, fingerprint
 from ..output.stats import audio_stats, status_of
 from ..output.writer import BackgroundWriter
 from ..sampling.autobatch import generate_audio_splitting
-from ..scoring.clap import ClapScorer
+from ..scoring.clap import ClapScorer, read_clip
 from ..tree.plan import WorkItem, make_batches
 from .progress import RankProgress
 from .signals import GracefulStop
@@ -74,14 +74,20 @@ def _write_item(
 
 
 def _add_scores(
-    batch: Sequence[WorkItem], written: list[tuple[dict[str, Any], np.ndarray | None]], sample_rate: int,
+    batch: Sequence[WorkItem], written: list[tuple[dict[str, Any], np.ndarray | None]], output_dir: Path,
     scorer: ClapScorer,
 ) -> None:  # fmt: skip
-    """Add ``clap_score`` to the fields of every written item of ``batch``, scored as one batch."""
-    scored = [(item, fields, samples) for item, (fields, samples) in zip(batch, written) if samples is not None]
+    """Add ``clap_score`` to the fields of every written item of ``batch``, scored as one batch.
+
+    Each item is scored from its file as written (16-bit where the format is), cut to its own
+    ``seconds_total`` whatever ``--clip-length`` says: what stable-audio-metrics would score of it,
+    and what scoring the file after the run (``score.score_unscored``) gives.
+    """
+    scored = [(item, fields) for item, (fields, samples) in zip(batch, written) if samples is not None]
     if scored:
-        scores = scorer.scores([item.request.prompt for item, _, _ in scored], [(s, sample_rate) for _, _, s in scored])
-        for (_, fields, _), score in zip(scored, scores):
+        clips = [read_clip(output_dir / item.relpath, item.request.seconds_total) for item, _ in scored]
+        scores = scorer.scores([item.request.prompt for item, _ in scored], clips)
+        for (_, fields), score in zip(scored, scores):
             fields["clap_score"] = round(float(score), 6)
 
 
@@ -109,7 +115,7 @@ def run_rank(
         batch, audio, share = job
         written = [_write_item(item, clip, output_dir, settings, loaded) for item, clip in zip(batch, audio)]
         if scorer is not None:
-            _add_scores(batch, written, loaded.spec.sample_rate, scorer)
+            _add_scores(batch, written, output_dir, scorer)
         records = [_record(item, settings, loaded, wall_seconds=round(share, 3), rank=rank, **fields)
                    for item, (fields, _) in zip(batch, written)]  # fmt: skip
         manifest.append(records)

@@ -1,9 +1,10 @@
 """``generate.py --score clap``: the rank's CLAP scorer, and scores for items an earlier run wrote without one.
 
 Each rank loads the scorer once, onto its own device, before anything is generated; the job then
-scores every written batch as it writes it (``job.run_rank``), on the samples the files hold (after
-``--clip-length`` and ``--normalize``, before 16-bit rounding). Items a finished earlier run wrote
-without a score are not regenerated: rank 0 reads their files back and scores them after the run.
+scores every written batch as it writes it (``job.run_rank``), from the files (after ``--normalize``),
+each cut to its item's ``seconds_total`` whatever ``--clip-length`` says. Items a finished earlier
+run wrote without a score are not regenerated: rank 0 reads their files back and scores them the
+same way after the run.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ import argparse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import soundfile as sf
 import torch
 
 from ..output.manifest import ManifestWriter, Record, fold_parts
-from ..scoring.clap import ClapLoadError, ClapScorer
+from ..scoring.clap import ClapLoadError, ClapScorer, read_clip
 from ..tree.plan import WorkItem
 
 BACKFILL_CHUNK = 64  # files read into memory at a time when scoring an earlier run's items
@@ -41,7 +41,7 @@ def score_unscored(output_dir: Path, items: Sequence[WorkItem], records: Mapping
     todo = [item for item in items if "clap_score" not in records[item.relpath]]
     for start in range(0, len(todo), BACKFILL_CHUNK):
         chunk = todo[start:start + BACKFILL_CHUNK]
-        clips = [sf.read(str(output_dir / item.relpath), dtype="float32", always_2d=True) for item in chunk]
+        clips = [read_clip(output_dir / item.relpath, item.request.seconds_total) for item in chunk]
         scores = scorer.scores([item.request.prompt for item in chunk], clips)
         writer = ManifestWriter(output_dir, rank=0)
         writer.append({**records[item.relpath], "clap_score": round(float(score), 6)} for item, score in zip(chunk, scores))

@@ -8,33 +8,44 @@ compare against; and fusion lets it see the whole of a clip longer than its 10 s
 Audio Open makes up to 47 s), where an unfused model sees one random 10 s crop.
 ``laion/larger_clap_music_and_speech`` knows music better, but its scores are not the published ones.
 
-How a clip is read (``ClapFeatureExtractor``, 48 kHz, 10 s window):
+What is scored is what stable-audio-metrics scores (``clap_recipe``: 48 kHz mono, peak at -1 dB,
+the int16 round trip, laion_clap's fused mels and its ``longer`` rule, prompts cut at 77 tokens),
+so a score here is the one its ``clap_score.py`` gives the same file with the same checkpoint.
+Callers hand each item's own clip (``read_clip``: its first ``seconds_total`` seconds), not the
+whole generated window, whose silent tail would otherwise fill two of the three fusion crops.
 
-* longer than 10 s, fused model: a downsampled mel spectrogram of the whole clip plus three 10 s
-  crops (from its first, middle and last third) are fused; unfused model: one 10 s crop;
-* 10 s or shorter: the clip is repeated to fill 10 s, then zero-padded.
-
-The crops are drawn from NumPy's global generator; each clip is read with it seeded (and restored
-after), so a clip gets the same crops, and the same score, in every batch and run. The extractor
-also marks one random clip of an all-short batch as "longer" (a training trick that makes the
-fusion layers see gradients); here a clip is marked longer exactly when it is, so a clip's
-embedding does not depend on which clips share its batch.
+A clip longer than 10 s is fused from three crops; they are drawn from a seeded generator (see
+``clap_recipe``), and each clip is read apart from the others (the extractor marks a random clip
+of an all-short batch "longer", a training trick), so a clip's embedding never depends on which
+clips share its batch, and NumPy's global generator is left as it was.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from math import gcd
+from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 
+from ..output.audio_io import clip_frames
+from .clap_recipe import CROP_SEED, TEXT_TOKENS, fused_mel, recipe_waveform
 from .options import DEFAULT_CLAP_MODEL
 
 BATCH_SIZE = 16  # clips or prompts per forward pass
-_CROP_SEED = 0
 
 Clip = tuple[np.ndarray, int]  # samples (frames, channels) float32, sample rate
+
+
+def read_clip(path: Path, seconds: float | None = None) -> Clip:
+    """An audio file as a ``Clip``; ``seconds`` keeps its first ``seconds`` (a generated item's ``seconds_total``).
+
+    A file written without ``--clip-length`` holds the whole model window; its item is the first
+    ``seconds_total`` of it, cut as ``--clip-length`` cuts, so an item scores the same either way.
+    """
+    samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    return (samples if seconds is None else samples[:clip_frames(seconds, rate)]), rate
 
 
 class ClapLoadError(RuntimeError):
@@ -69,17 +80,17 @@ class ClapScorer:
         return int(self.processor.feature_extractor.sampling_rate)
 
     def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
-        """L2-normalised embeddings of ``texts``, (len(texts), dim) float32."""
+        """L2-normalised embeddings of ``texts`` (cut at laion_clap's 77 tokens), (len(texts), dim) float32."""
         chunks = []
         for start in range(0, len(texts), BATCH_SIZE):
-            tokens = self.processor.tokenizer(list(texts[start:start + BATCH_SIZE]), padding=True, truncation=True,
-                                              return_tensors="pt").to(self.device)  # fmt: skip
+            tokens = self.processor.tokenizer(list(texts[start:start + BATCH_SIZE]), padding="max_length", truncation=True,
+                                              max_length=TEXT_TOKENS, return_tensors="pt").to(self.device)  # fmt: skip
             with torch.inference_mode():
                 chunks.append(self.model.get_text_features(**tokens).pooler_output)
         return _unit(chunks, self.model.config.projection_dim)
 
     def audio_embeddings(self, clips: Sequence[Clip]) -> np.ndarray:
-        """L2-normalised embeddings of ``clips`` (mixed down to mono, resampled), (len(clips), dim) float32."""
+        """L2-normalised embeddings of ``clips`` (read as ``clap_recipe`` says), (len(clips), dim) float32."""
         chunks = []
         for start in range(0, len(clips), BATCH_SIZE):
             features = [self._features(samples, rate) for samples, rate in clips[start:start + BATCH_SIZE]]
@@ -97,28 +108,18 @@ class ClapScorer:
         return np.clip(cosines, -1.0, 1.0)
 
     def _features(self, samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, bool]:
-        """One clip's model input (the mel stack) and whether it is longer than the window."""
+        """One clip's model input (the mel stack) and whether the model fuses it as longer than its window."""
         extractor = self.processor.feature_extractor
-        mono = _resample(np.asarray(samples, dtype=np.float64).reshape(len(samples), -1).mean(axis=1),
-                         sample_rate, self.sample_rate)  # fmt: skip
+        wave = recipe_waveform(samples, sample_rate)
         state = np.random.get_state()
-        np.random.seed(_CROP_SEED)
+        np.random.seed(CROP_SEED)  # an unfused checkpoint's extractor crops a long clip at random
         try:
-            features = extractor(mono, sampling_rate=self.sample_rate, return_tensors="np")
+            if extractor.truncation == "fusion":
+                return fused_mel(extractor, wave)
+            features = extractor(wave, sampling_rate=self.sample_rate, return_tensors="np")
+            return features["input_features"][0], False  # is_longer is read by fused models only
         finally:
             np.random.set_state(state)
-        longer = bool(features["is_longer"][0][0]) and len(mono) > extractor.nb_max_samples
-        return features["input_features"][0], longer
-
-
-def _resample(mono: np.ndarray, rate: int, target: int) -> np.ndarray:
-    """``mono`` from ``rate`` to ``target`` Hz (polyphase, anti-aliased)."""
-    if rate == target:
-        return mono
-    from scipy.signal import resample_poly
-
-    common = gcd(rate, target)
-    return resample_poly(mono, target // common, rate // common)
 
 
 def _unit(chunks: list[torch.Tensor], dim: int) -> np.ndarray:
