@@ -61,7 +61,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_lora_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the "LoRA adapters" flag group (``generate.py`` only, so far)."""
+    """Add the "LoRA adapters" flag group (``generate.py`` and ``run_gradio.py``)."""
     lora = parser.add_argument_group("LoRA adapters (stable-audio-tools' format; docs/models.md#lora-adapters-generation)")
     lora.add_argument(
         "--lora",
@@ -93,8 +93,8 @@ def model_request_from_args(args: argparse.Namespace) -> ModelRequest:
         weights=args.weights,
         pretransform_ckpt_path=args.pretransform_ckpt_path,
         trust_checkpoint=args.trust_checkpoint,
-        lora=tuple(vars(args).get("lora", ())),  # only generate.py has the LoRA flags so far
-        lora_strength=tuple(vars(args).get("lora_strength", ())),
+        lora=tuple(args.lora),
+        lora_strength=tuple(args.lora_strength),
     )
 
 
