@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from stable_audio_tools_ext.model.options import add_model_arguments, model_spec_from_args
+from stable_audio_tools_ext.model.options import add_lora_arguments, add_model_arguments, model_spec_from_args
 from stable_audio_tools_ext.model.spec import ModelLoadError
 from stable_audio_tools_ext.run.argtypes import add_dist_timeout_argument, positive_float, positive_int
 from stable_audio_tools_ext.run.exits import EXIT_USAGE, ConciseArgumentParser, launched_as, where
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Interactive Stable Audio studio (Gradio) on the same engine as generate.py.",
     )
     add_model_arguments(parser)
+    add_lora_arguments(parser)  # each adapter gets a strength control on the page, starting at --lora-strength
     server = parser.add_argument_group("server")
     server.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     server.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")

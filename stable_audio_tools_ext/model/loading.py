@@ -80,11 +80,10 @@ def read_weights(spec: ModelSpec, ckpt_flag: str = "--ckpt-path") -> tuple[dict[
     try:
         if request.ckpt_path is not None:
             return read_state_dict(request.ckpt_path, request.weights, request.trust_checkpoint)
-        commit = spec.revision.split(";")[0]
         try:
-            path = download(spec.source, "model.safetensors", commit)
+            path = download(spec.source, "model.safetensors", spec.base_revision)
         except ModelLoadError:
-            path = download(spec.source, "model.ckpt", commit)
+            path = download(spec.source, "model.ckpt", spec.base_revision)
         return read_state_dict(path, trust=request.trust_checkpoint)
     except CheckpointError as exc:
         raise ModelLoadError(f"{ckpt_flag} {exc}" if request.ckpt_path else str(exc)) from None

@@ -150,10 +150,14 @@ class AdaptedWeights:
 
 
 def apply_adapters(model: torch.nn.Module, uses: Sequence[AdapterUse], device: torch.device) -> AdaptedWeights:
-    """Read, check and merge ``uses`` into ``model`` (on ``device``) at their strengths."""
+    """Read, check and merge ``uses`` into ``model`` (on ``device``) at their strengths.
+
+    A leaf naming the same file content later (the studio's leaves name its ``--lora`` adapters, at
+    the page's strengths) reuses these tensors: the file is not read again, nor held twice."""
     adapted = AdaptedWeights(model)
     adapted.set([(read_adapter(model, use, device), use.strength) for use in uses])
     adapted.default = adapted.active
+    adapted._read.update((adapter.use.sha256, adapter) for adapter, _ in adapted.active)
     return adapted
 
 

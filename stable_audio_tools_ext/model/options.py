@@ -69,7 +69,7 @@ GENERATE_LORA_HELP = ("apply this LoRA adapter (.safetensors with lora_config me
 
 
 def add_lora_arguments(parser: argparse.ArgumentParser, lora_help: str = GENERATE_LORA_HELP, required: bool = False) -> None:
-    """Add the "LoRA adapters" flag group (``generate.py``; ``merge-lora`` with its own ``--lora`` help, required)."""
+    """Add the "LoRA adapters" flag group (``generate.py``, ``run_gradio.py``; ``merge-lora`` with its own ``--lora`` help, required)."""
     lora = parser.add_argument_group("LoRA adapters (stable-audio-tools' format; docs/models.md#lora-adapters-generation)")
     lora.add_argument(
         "--lora",
@@ -100,7 +100,7 @@ def model_request_from_args(args: argparse.Namespace) -> ModelRequest:
         weights=args.weights,
         pretransform_ckpt_path=args.pretransform_ckpt_path,
         trust_checkpoint=args.trust_checkpoint,
-        lora=tuple(vars(args).get("lora", ())),  # generate.py and merge-lora have the LoRA flags
+        lora=tuple(vars(args).get("lora", ())),  # generate.py, run_gradio.py and merge-lora have the LoRA flags
         lora_strength=tuple(vars(args).get("lora_strength", ())),
     )
 

@@ -61,6 +61,12 @@ class ModelSpec:
     adapters: tuple[AdapterUse, ...] = ()  # the LoRA adapters the loaded model carries, with their strengths
 
     @property
+    def base_revision(self) -> str:
+        """The revision without the options appended to it (``;weights=``, ``;vae=``, ``;lora=``): the hub
+        commit (what ``--revision`` pins) or the local checkpoint's ``sha256:<hex>``."""
+        return self.revision.split(";")[0]
+
+    @property
     def sample_rate(self) -> int:
         return int(self.config["sample_rate"])
 

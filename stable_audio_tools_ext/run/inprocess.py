@@ -10,7 +10,7 @@ records, as one rank of a job).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from ..model.loading import LoadedModel
@@ -47,16 +47,19 @@ def plan_tree(
     source: str = DEFAULT_SOURCE,
     read_init_audio: bool = True,
     limit_flag: str = MAX_ITEMS_FLAG,
+    adapters: Mapping[str, tuple[str, str]] | None = None,
 ) -> tuple[list[WorkItem], str]:
     """Validate and plan a tree exactly as ``generate.py`` does: its items and its warnings as text.
 
     Problems of the leaves and of the plan (window, item limit, name collisions) are gathered
     together, as the CLI does, so the user sees all of them at once (``ConditionTreeError``). The
     warnings (``warning: tree.yaml:3: a/b: ...`` lines, empty if none) are the ones ``generate.py``
-    prints before a run that goes ahead anyway. ``read_init_audio``: see ``read_condition_file``;
-    ``limit_flag``: the flag that raises ``max_items``, named when a tree is over it.
+    prints before a run that goes ahead anyway. ``read_init_audio`` and ``adapters`` (the adapters a
+    leaf's ``lora`` names, by name): see ``read_condition_file``; ``limit_flag``: the flag that raises
+    ``max_items``, named when a tree is over it.
     """
-    leaves, problems = read_condition_file(tree_file, spec.family.samplers, max_items, read_init_audio, limit_flag)
+    leaves, problems = read_condition_file(tree_file, spec.family.samplers, max_items, read_init_audio, limit_flag,
+                                           adapters)  # fmt: skip
     problems += model_problems(leaves, spec, defaults.sigma_min) + init_audio_problems(leaves) + lora_problems(leaves)
     try:
         items = build_plan(leaves, defaults, spec.window_seconds, AUDIO_FORMAT, source, max_items, spec.geometry,

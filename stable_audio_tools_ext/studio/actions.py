@@ -31,6 +31,7 @@ from ..run.views import output_tree
 from ..tree.conditions import segment_problem
 from ..tree.plan import WorkItem
 from ..tree.sweeps import literal
+from .adapters import StudioAdapter, placement_lines
 from .files import confined
 from .ranks import Runner
 
@@ -41,7 +42,7 @@ TREE_FILENAME = inprocess.DEFAULT_SOURCE  # the name a saved tree has, and its p
 
 @dataclass(frozen=True)
 class Audition:
-    """The Generate tab's settings: one prompt with its sampling parameters."""
+    """The Generate tab's settings: one prompt with its sampling parameters (and adapter strengths)."""
 
     prompt: str
     negative_prompt: str | None
@@ -50,6 +51,7 @@ class Audition:
     steps: int
     cfg_scale: float
     sampler_type: str
+    lora: tuple[tuple[StudioAdapter, float], ...] = ()  # the studio's adapters with the page's strengths
 
 
 def resolve_seed(seed: float | int | None) -> int:
@@ -76,7 +78,8 @@ def audition_tree(audition: Audition, seed: int, variations: int, name: str = "a
 
     Every field is written out, none left to command-line defaults, so the tree means the same to
     ``generate.py`` whatever flags it is run with (besides the model, ``--clip-length`` and the
-    sigma range, which leaves cannot set). The prompts are written as literal text: a brace typed in
+    sigma range, which leaves cannot set): with adapters, ``lora`` and ``lora_strength`` too, so
+    ``--lora`` does not matter either. The prompts are written as literal text: a brace typed in
     the page is doubled, since a tree's prompts are templates.
     """
     leaf: dict[str, Any] = {"prompt": literal(audition.prompt)}
@@ -91,6 +94,9 @@ def audition_tree(audition: Audition, seed: int, variations: int, name: str = "a
         cfg_scale=float(audition.cfg_scale),
         sampler_type=audition.sampler_type,
     )
+    if audition.lora:  # one value as such, several as lists (both are what the reader takes)
+        files, strengths = [a.file_name for a, _ in audition.lora], [float(s) for _, s in audition.lora]
+        leaf.update(lora=files if len(files) > 1 else files[0], lora_strength=strengths if len(files) > 1 else strengths[0])
     tree: dict[str, Any] = leaf
     for segment in reversed(leaf_path(name)):
         tree = {segment: tree}
@@ -101,22 +107,26 @@ def model_flags(loaded: LoadedModel) -> str:
     """The ``generate.py`` flags that select this model, revision and precision (all of which change the audio)."""
     spec, request = loaded.spec, loaded.spec.request
     if request.ckpt_path is None:
-        flags = f"--pretrained-name {spec.source} --revision {spec.revision}"
+        flags = f"--pretrained-name {spec.source} --revision {spec.base_revision}"
     else:
         flags = f"--model-config {request.model_config} --ckpt-path {request.ckpt_path}"
         flags += f" --weights {request.weights}" if request.weights else ""
-        flags += f" --pretransform-ckpt-path {request.pretransform_ckpt_path}" if request.pretransform_ckpt_path else ""
+    flags += f" --pretransform-ckpt-path {request.pretransform_ckpt_path}" if request.pretransform_ckpt_path else ""
     return f"{flags} --precision {loaded.precision}"
 
 
-def tree_yaml(tree: dict[str, Any], loaded: LoadedModel) -> str:
-    """YAML text for ``generate.py --cond-yaml-path``, headed by the command that reproduces the audio."""
+def tree_yaml(tree: dict[str, Any], loaded: LoadedModel, adapters: Sequence[StudioAdapter] = ()) -> str:
+    """YAML text for ``generate.py --cond-yaml-path``, headed by the command that reproduces the audio
+    and, when the tree's leaves name ``adapters``, the files that must lie beside it."""
     header = (
         "# Exported from the Stable Audio studio. The same audio, as files <leaf>_item-<k>.wav:\n"
         f"#   python generate.py --cond-yaml-path {TREE_FILENAME} --output-dir OUT --clip-length \\\n"
         f"#     {model_flags(loaded)}\n"
         "# (leave --sigma-min/--sigma-max, --format and --normalize at their defaults)\n"
     )
+    if adapters:
+        header += "# with the studio's LoRA adapter files beside this file, under these names (the content counts: sha256):\n"
+        header += "".join(f"#   {line}\n" for line in placement_lines(adapters))
     return header + yaml.safe_dump(tree, sort_keys=False, allow_unicode=True, width=1000)
 
 

@@ -27,6 +27,8 @@ from .ranks import Runner
 from .settings import StudioSettings
 
 MODEL_SLOT = "model"  # concurrency id: one generation at a time on the one model
+STRENGTH_RANGE = (-1.0, 2.0)  # the strength sliders' span, widened to take a --lora-strength outside it
+STRENGTH_STEP = 0.05
 
 
 def build_app(loaded: LoadedModel, settings: StudioSettings, runner: Runner | None = None) -> gr.Blocks:
@@ -76,6 +78,7 @@ def _generate_tab(handlers: StudioHandlers) -> None:
                                  elem_id="seed")  # fmt: skip
                 variations = gr.Slider(1, settings.max_variations, value=1, step=1, precision=0,
                                        label="variations (seeds s, s+1, ...)", elem_id="variations")  # fmt: skip
+            strengths = _strength_sliders(handlers)
             generate_button = gr.Button("Generate", variant="primary", elem_id="generate-button")
             with gr.Accordion("Export for generate.py", open=False, elem_id="export"):
                 leaf_name = gr.Textbox(value="audition", label="leaf path (a/b/name)", elem_id="leaf-name")
@@ -88,10 +91,25 @@ def _generate_tab(handlers: StudioHandlers) -> None:
             slots = _variation_slots(settings.max_variations)
     form = [prompt, negative, start, total, steps, cfg, sampler, seed, variations]
     generate_button.click(
-        handlers.generate, form, [status, seed_used, *slots], api_name="generate",
+        handlers.generate, [*form, *strengths], [status, seed_used, *slots], api_name="generate",
         concurrency_limit=1, concurrency_id=MODEL_SLOT,
     )  # fmt: skip
-    export_button.click(handlers.export, [*form, seed_used, leaf_name], [export_yaml, export_file], api_name="export")
+    export_button.click(handlers.export, [*form, seed_used, leaf_name, *strengths], [export_yaml, export_file],
+                        api_name="export")  # fmt: skip
+
+
+def _strength_sliders(handlers: StudioHandlers) -> list[Any]:
+    """One strength slider per ``--lora`` adapter, named by the adapter's name, starting at its ``--lora-strength``."""
+    if not handlers.adapters:
+        return []
+    sliders = []
+    with gr.Accordion("LoRA adapters (strength 0: the base model)", open=True, elem_id="lora"):
+        for index, adapter in enumerate(handlers.adapters, start=1):
+            start = adapter.use.strength
+            sliders.append(gr.Slider(min(STRENGTH_RANGE[0], start), max(STRENGTH_RANGE[1], start), value=start,
+                                     step=STRENGTH_STEP, label=adapter.name, info=adapter.description(),
+                                     elem_id=f"lora-strength-{index}"))  # fmt: skip
+    return sliders
 
 
 def _variation_slots(count: int) -> list[Any]:
@@ -120,6 +138,11 @@ def _batch_tab(handlers: StudioHandlers) -> None:
                                 elem_id="batch-yaml")  # fmt: skip
             upload = gr.File(label="or upload a .yaml file", file_types=[".yaml", ".yml"], type="filepath",
                              height=120, elem_id="batch-upload")  # fmt: skip
+            if handlers.adapters:
+                names = ", ".join(f"`{adapter.name}`" for adapter in handlers.adapters)
+                gr.Markdown(f"LoRA adapters a leaf may name (`lora: NAME` or `NAME.safetensors`, with `lora_strength`; "
+                            f"never a path): {names}. Leaves without `lora` get them at their start strengths.",
+                            elem_id="batch-adapters")  # fmt: skip
             with gr.Accordion("generate.py flags for leaves that do not set a field", open=False):
                 b_steps = gr.Number(value=defaults.steps, precision=0, minimum=1, label="--sample-steps")
                 b_cfg = gr.Number(value=defaults.cfg_scale, label="--cfg-scale")

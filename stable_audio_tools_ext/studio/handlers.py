@@ -32,6 +32,7 @@ from .actions import (
     write_spectrogram,
     write_tree,
 )
+from .adapters import checked_strengths, lora_flags, name_adapters, placement_lines, tree_names
 from .files import confined, new_run_dir, zip_folder
 from .ranks import LocalRunner, RankFailure, Runner
 from .settings import BATCH_LIMIT_FLAG, StudioSettings
@@ -92,8 +93,9 @@ def _user_error(exc: ValueError) -> gr.Error:
 
 
 def _parameters_json(record: Record) -> str:
-    """The fields of a manifest record that determine the audio, in reading order."""
-    return json.dumps({field: record.get(field) for field in PARAMETER_FIELDS}, indent=1)
+    """The fields of a manifest record that determine the audio, in reading order (its adapters, when it has any)."""
+    fields = PARAMETER_FIELDS + (("lora",) if "lora" in record else ())
+    return json.dumps({field: record.get(field) for field in fields}, indent=1)
 
 
 def _variation_outputs(
@@ -128,6 +130,12 @@ class StudioHandlers:
         self.tmp_dir = settings.tmp_dir.resolve()
         self.spec = loaded.spec
         self.defaults = sampling_defaults(self.spec)
+        self.adapters = name_adapters(self.spec.adapters)  # run_gradio.py --lora: one strength control each
+        self._tree_names = tree_names(self.adapters)  # the only adapters a tree here may name, by name
+
+    def _plan(self, tree_file: Path, sampling: SamplingDefaults, max_items: int, **options: Any) -> tuple[list[WorkItem], str]:
+        """``plan_tree`` with the studio's adapters as the ones a leaf's ``lora`` may name."""
+        return plan_tree(tree_file, self.spec, sampling, max_items, adapters=self._tree_names, **options)
 
     def _generate(self, items: list[WorkItem], run_dir: Path, batch_size: int, reporter: ProgressReporter) -> dict[str, Record]:
         """Generate with the runner; a rank's failure becomes a message in the page."""
@@ -138,26 +146,31 @@ class StudioHandlers:
 
     # Generate tab -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _audition(prompt, negative_prompt, seconds_start, seconds_total, steps, cfg_scale, sampler_type) -> Audition:
+    def _audition(self, prompt, negative_prompt, seconds_start, seconds_total, steps, cfg_scale, sampler_type,
+                  strengths) -> Audition:  # fmt: skip
         return Audition(
             prompt=prompt or "", negative_prompt=negative_prompt or None,
             seconds_start=float(seconds_start), seconds_total=float(seconds_total),
             steps=_as_int(steps, "steps"), cfg_scale=float(cfg_scale), sampler_type=sampler_type,
+            lora=tuple(zip(self.adapters, checked_strengths(self.adapters, strengths))),
         )  # fmt: skip
 
+    # ``progress`` comes before the strengths (one input per adapter): Gradio fills in a ``gr.Progress``
+    # parameter only where it stands among the positional ones, and ``*strengths`` ends those.
     def generate(self, prompt, negative_prompt, seconds_start, seconds_total, steps, cfg_scale, sampler_type, seed,
-                 variations, progress=gr.Progress()):  # fmt: skip
-        """Generate ``variations`` clips with seeds seed, seed+1, ... (seed -1: random) as one batch."""
+                 variations, progress=gr.Progress(), *strengths):  # fmt: skip
+        """Generate ``variations`` clips with seeds seed, seed+1, ... (seed -1: random) as one batch,
+        with the studio's adapters at ``strengths`` (one per adapter)."""
         try:
-            audition = self._audition(prompt, negative_prompt, seconds_start, seconds_total, steps, cfg_scale, sampler_type)
+            audition = self._audition(prompt, negative_prompt, seconds_start, seconds_total, steps, cfg_scale, sampler_type,
+                                      strengths)  # fmt: skip
             count = _as_int(variations, "variations")
             if not 1 <= count <= self.settings.max_variations:
                 raise ValueError(f"variations must be between 1 and {self.settings.max_variations}, got {count}")
             used_seed = resolve_seed(seed)
             run_dir = new_run_dir(self.tmp_dir, "generate")
-            tree_file = write_tree(tree_yaml(audition_tree(audition, used_seed, count), self.loaded), run_dir, self.tmp_dir)
-            items, warnings = plan_tree(tree_file, self.spec, self.defaults, max_items=count)
+            text = tree_yaml(audition_tree(audition, used_seed, count), self.loaded, self.adapters)
+            items, warnings = self._plan(write_tree(text, run_dir, self.tmp_dir), self.defaults, count)
         except ValueError as exc:
             raise _user_error(exc) from None
         reporter = ProgressReporter(progress, len(items), audition.steps)
@@ -170,18 +183,20 @@ class StudioHandlers:
         return [status, str(used_seed), *outputs]
 
     def export(self, prompt, negative_prompt, seconds_start, seconds_total, steps, cfg_scale, sampler_type, seed,
-               variations, seed_used, leaf_name):  # fmt: skip
+               variations, seed_used, leaf_name, *strengths):  # fmt: skip
         """The current settings as a YAML tree for generate.py (seed -1: the seed of the last generation)."""
         try:
-            audition = self._audition(prompt, negative_prompt, seconds_start, seconds_total, steps, cfg_scale, sampler_type)
+            audition = self._audition(prompt, negative_prompt, seconds_start, seconds_total, steps, cfg_scale, sampler_type,
+                                      strengths)  # fmt: skip
             if seed is None or seed == RANDOM_SEED:
                 if not (seed_used or "").strip():
                     raise ValueError("seed is -1 (random): generate first, or set a seed, so the export can fix it")
                 seed = int(seed_used)
             count = _as_int(variations, "variations")
-            text = tree_yaml(audition_tree(audition, resolve_seed(seed), count, leaf_name or "audition"), self.loaded)
+            text = tree_yaml(audition_tree(audition, resolve_seed(seed), count, leaf_name or "audition"), self.loaded,
+                             self.adapters)  # fmt: skip
             tree_file = write_tree(text, new_run_dir(self.tmp_dir, "export"), self.tmp_dir)
-            plan_tree(tree_file, self.spec, self.defaults, max_items=self.settings.max_variations)
+            self._plan(tree_file, self.defaults, self.settings.max_variations)
         except ValueError as exc:
             raise _user_error(exc) from None
         return text, str(tree_file)
@@ -200,16 +215,20 @@ class StudioHandlers:
         run_dir = new_run_dir(self.tmp_dir, "batch")
         tree_file = write_tree(text or "", run_dir, self.tmp_dir)
         # A tree sent to the server must not make it open server files (init_audio): it could name any path.
-        items, warnings = plan_tree(tree_file, self.spec, sampling, self.settings.max_batch_items, read_init_audio=False,
-                                    limit_flag=BATCH_LIMIT_FLAG)
+        # Its adapters are the studio's, by name.
+        items, warnings = self._plan(tree_file, sampling, self.settings.max_batch_items, read_init_audio=False,
+                                     limit_flag=BATCH_LIMIT_FLAG)  # fmt: skip
         return run_dir, items, warnings
 
     def _command_line(self, sampling: SamplingDefaults) -> str:
-        return (
+        command = (
             f"python generate.py --cond-yaml-path tree.yaml --output-dir OUT --clip-length {model_flags(self.loaded)} "
             f"--sample-steps {sampling.steps} --cfg-scale {sampling.cfg_scale} --sampler-type {sampling.sampler_type} "
-            f"--n-sample-per-cond {sampling.n_samples} --seed {sampling.base_seed}"
+            f"--n-sample-per-cond {sampling.n_samples} --seed {sampling.base_seed}{lora_flags(self.adapters)}"
         )
+        if self.adapters:  # leaves name them NAME.safetensors for that (the bare NAME works here only)
+            command += "\nwith the studio's LoRA adapter files beside tree.yaml: " + "; ".join(placement_lines(self.adapters))
+        return command
 
     def validate_batch(self, text, steps, cfg_scale, sampler_type, n_samples, base_seed):
         """Check a tree as generate.py would; returns (status, preview)."""

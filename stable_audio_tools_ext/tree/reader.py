@@ -16,7 +16,7 @@ user fixing line 4,000 of a sweep does not have to rerun once per typo. Node-lev
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ def read_condition_file(
     max_items: int = DEFAULT_MAX_ITEMS,
     read_init_audio: bool = True,
     limit_flag: str = MAX_ITEMS_FLAG,
+    adapters: Mapping[str, tuple[str, str]] | None = None,
 ) -> tuple[list[Condition], list[Problem]]:
     """Read a condition tree file: its valid leaves and every problem found (nothing raised).
 
@@ -48,6 +49,9 @@ def read_condition_file(
     ``limit_flag`` as what raises the limit. With ``read_init_audio`` false, a leaf naming an
     ``init_audio`` or ``lora`` file (or setting ``lora_strength``) is a problem and no file is opened
     (the studio: a tree sent over the network must not make the server read its files).
+    With ``adapters`` (name -> the file's path and sha256: the studio's ``--lora`` adapters), a leaf's
+    ``lora`` entries are names looked up there, never paths: the one way a tree sent to the studio
+    applies adapters.
     """
     path = Path(path)
     try:
@@ -60,7 +64,7 @@ def read_condition_file(
         return [], [Problem("", f"not UTF-8 text ({exc.reason})")]
     problems: list[Problem] = []
     base_dir = path.parent if read_init_audio else None
-    return TreeReader(text, known_samplers, problems, max_items, base_dir, limit_flag).leaves(), problems
+    return TreeReader(text, known_samplers, problems, max_items, base_dir, limit_flag, adapters).leaves(), problems
 
 
 def parse_condition_tree(
@@ -103,9 +107,11 @@ class TreeReader:
         max_items: int = DEFAULT_MAX_ITEMS,
         base_dir: Path | None = None,
         limit_flag: str = MAX_ITEMS_FLAG,
+        adapters: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         self._text = text
         self._base_dir = base_dir
+        self._by_name = adapters  # when given, ``lora`` names these (name -> path, sha256) instead of files
         self._hashes: dict[tuple[Path, str], tuple[str | None, str | None]] = {}  # (file, field) -> (sha256, problem)
         self._checks = field_checks(known_samplers)
         self.problems = problems
@@ -282,7 +288,7 @@ class TreeReader:
     ) -> tuple[tuple[LeafAdapter, ...] | None, str | None]:
         """The leaf's adapter files with their strengths: ``lora_strength`` is one value for all or one
         per file, in order; none is strength 1. Whether each file is a LoRA file is ``run``'s check."""
-        if self._base_dir is None:
+        if self._base_dir is None and self._by_name is None:
             return None, ("LoRA adapters (lora, lora_strength) are not read from a tree sent here: the server "
                           "does not open files a tree names; use generate.py, which reads them beside its YAML file")  # fmt: skip
         if lora is None:
@@ -293,11 +299,22 @@ class TreeReader:
                           f"({len(lora)} files, {len(strengths)} strengths)")  # fmt: skip
         adapters = []
         for written, strength in zip(lora, strengths * len(lora) if len(strengths) == 1 else strengths):
-            file, problem = self._file(written, "lora", "LoRA adapters")
+            file, problem = self._file(written, "lora", "LoRA adapters") if self._by_name is None else self._named(written)
             if problem is not None:
                 return None, problem
             adapters.append(LeafAdapter(*file, strength))
         return tuple(adapters), None
+
+    def _named(self, written: str) -> tuple[tuple[str, str] | None, str | None]:
+        """The adapter a ``lora`` entry names among ``adapters`` (path, sha256), or why there is none."""
+        assert self._by_name is not None
+        if written in self._by_name:
+            return self._by_name[written], None
+        if not self._by_name:
+            return None, ("no LoRA adapters here (the studio was started without --lora); a tree sent here names "
+                          "adapters by name, never by path")  # fmt: skip
+        return None, (f"no LoRA adapter named {written!r} here; a tree sent here names adapters by name, never by "
+                      f"path: {', '.join(self._by_name)}")  # fmt: skip
 
     def _file(self, written: str, field: str, what: str) -> tuple[tuple[str, str] | None, str | None]:
         """The file a path field names (relative to the YAML file's folder) and its content hash.

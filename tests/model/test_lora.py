@@ -25,7 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from stable_audio_tools_ext.model.loading import LoadedModel, create_model, load_model
-from stable_audio_tools_ext.model.lora import ADAPTED_TYPES, PARTS, AdaptedWeights, apply_adapters, read_adapter, write_lora
+from stable_audio_tools_ext.model.lora import PARTS, AdaptedWeights, apply_adapters, read_adapter, write_lora
 from stable_audio_tools_ext.model.lora_files import PARAMETRIZATION, LoraConfig, read_lora_file
 from stable_audio_tools_ext.model.spec import ModelLoadError, ModelRequest, read_model_spec
 from stable_audio_tools_ext.model.tiny import DEMO_REPO_ID
@@ -33,34 +33,17 @@ from stable_audio_tools_ext.output.manifest import load_records
 from stable_audio_tools_ext.request import GenerationRequest
 from stable_audio_tools_ext.run import cli, exits
 from stable_audio_tools_ext.sampling.engine import generate_audio
+from tests.adapters import CONFIG, adaptable, random_tensors
 from tests.conftest import CACHE, REPO_ROOT
 from tests.support import GENERATE, audio_files, write
 
 CPU = torch.device("cpu")
 REQUEST = GenerationRequest(prompt="rain on a tin roof", seed=11, seconds_start=0, seconds_total=1.5, steps=4)
-CONFIG = LoraConfig(rank=4, alpha=8.0)
 SAT020 = CACHE / "stable-audio-tools-0.0.20"  # the unpacked wheel: read, run beside 0.0.19, never imported as such
 UPSTREAM = "sat020_under_test"  # the name its package is imported under, so 0.0.19's stable_audio_tools stays the one
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-def adaptable(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
-    """Every layer an adapter can change, by its path relative to its part (as adapter files name them)."""
-    return {name: module for part in PARTS for name, module in getattr(model, part).named_modules()
-            if isinstance(module, ADAPTED_TYPES)}  # fmt: skip
-
-
-def random_tensors(model: torch.nn.Module, seed: int, rank: int = CONFIG.rank) -> dict[str, torch.Tensor]:
-    """A trained-looking adapter for every adaptable layer (B not zero), named as upstream names it."""
-    generator = torch.Generator().manual_seed(seed)
-    tensors = {}
-    for name, module in adaptable(model).items():
-        fan_out, fan_in = module.weight.shape[0], module.weight[0].numel()
-        tensors[f"{name}{PARAMETRIZATION}lora_A"] = torch.randn(rank, fan_in, generator=generator) / fan_in**0.5
-        tensors[f"{name}{PARAMETRIZATION}lora_B"] = torch.randn(fan_out, rank, generator=generator) * 0.05
-    return tensors
 
 
 def fresh_model() -> LoadedModel:

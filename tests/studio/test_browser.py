@@ -1,16 +1,20 @@
 """The studio in a real browser: headless Debian Chromium driven by Playwright against ``run_gradio.py``.
 
-The app runs as a subprocess on 127.0.0.1 with the small-window tiny model (offline hub). Every
-request the page makes is recorded, and the tests fail if any goes anywhere but the app.
+The app runs as a subprocess on 127.0.0.1 with the small-window tiny model (offline hub) and one
+LoRA adapter (``--lora``, so the page has a strength slider). Every request the page makes is
+recorded, and the tests fail if any goes anywhere but the app.
 """
 
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 import soundfile as sf
 
+from stable_audio_tools_ext.model.lora import write_lora
+from tests.adapters import CONFIG, random_tensors
 from tests.studio.browser import chromium_page, copy_if_requested, studio_server
 
 pytest.importorskip("playwright.sync_api", reason="install the test extra: pip install -e '.[test]'")
@@ -21,10 +25,13 @@ TIMEOUT_MS = 120_000
 
 
 @pytest.fixture(scope="module")
-def studio(small_hub_env, chromium, tmp_path_factory) -> str:
-    """The app on the small-window model; takes ``chromium`` first, as a first install takes a while."""
-    tmp_dir = tmp_path_factory.mktemp("browser") / "studio-tmp"
-    with studio_server(small_hub_env, tmp_dir) as url:
+def studio(small_hub_env, chromium, small_model, tmp_path_factory) -> str:
+    """The app on the small-window model with an adapter named ``tin-roof`` at strength 1; takes ``chromium``
+    first, as a first install takes a while."""
+    base = tmp_path_factory.mktemp("browser")
+    adapter = base / "tin-roof.safetensors"
+    write_lora(adapter, random_tensors(small_model.model, seed=51), CONFIG)
+    with studio_server(small_hub_env, base / "studio-tmp", "--lora", str(adapter)) as url:
         yield url
 
 
@@ -32,8 +39,9 @@ def test_generate_tab_plays_and_serves_the_clip(studio, chromium, tmp_path) -> N
     outside: list[str] = []
     with chromium_page(chromium, tmp_path / "profile", studio.rstrip("/"), outside) as page:
         page.goto(studio)
+        expect(page.locator("#lora-strength-1")).to_contain_text("tin-roof", timeout=TIMEOUT_MS)  # named by its file
         page.locator("#prompt textarea").fill("rain on a tin roof")
-        for slider, value in (("#seconds-total", "2"), ("#steps", "8"), ("#variations", "2")):
+        for slider, value in (("#seconds-total", "2"), ("#steps", "8"), ("#variations", "2"), ("#lora-strength-1", "0.25")):
             field = page.locator(f"{slider} input[type=number]")
             field.fill(value)
             field.press("Enter")
@@ -52,6 +60,7 @@ def test_generate_tab_plays_and_serves_the_clip(studio, chromium, tmp_path) -> N
         assert rate == 44100 and data.shape == (2 * 44100, 2)  # seconds_total 2, stereo: trimmed like --clip-length
         assert abs(data).max() > 0
         assert '"seed": 1235' in page.locator("#params-2").inner_text()
+        assert '"strength": 0.25' in page.locator("#params-2").inner_text()  # the slider's strength was used
 
         page.locator("#export").get_by_text("Export for generate.py").click()
         leaf = page.locator("#leaf-name input, #leaf-name textarea").first
@@ -69,6 +78,10 @@ def test_generate_tab_plays_and_serves_the_clip(studio, chromium, tmp_path) -> N
         expect(exported).to_contain_text("sfx:", timeout=TIMEOUT_MS)  # the code block fills in after the reply
         for line in ("rain:", "seed: 1234", "n_samples: 2", "--clip-length"):  # the seed used, fixed in the export
             expect(exported).to_contain_text(line)
+        download = page.locator("#export-file a").first  # the whole file (the editor renders only the lines in view)
+        expect(download).to_have_attribute("href", re.compile("tree.yaml"), timeout=TIMEOUT_MS)
+        tree = page.request.get(download.get_attribute("href")).text()
+        assert "    lora: tin-roof.safetensors\n    lora_strength: 0.25\n" in tree  # the adapter at the slider's strength
 
         page.wait_for_timeout(500)  # let the waveform finish drawing
         shot = tmp_path / "studio-generate.png"

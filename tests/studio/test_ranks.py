@@ -1,6 +1,7 @@
 """The studio under ``torchrun --nproc_per_node 2``: both ranks generate, failures reach the page, shutdown is complete.
 
-Real torchrun processes on the CPU with the tiny model. A worker's failure is injected by a
+Real torchrun processes on the CPU with the tiny model; the module's studio runs with a LoRA adapter
+(``--lora``), so every request also checks that the page's strengths reach rank 1. A worker's failure is injected by a
 ``sitecustomize`` module on the workers' path (``FAULTY_RANK_SITE``): on rank 1 only, the engine
 entry point the job calls raises for prompts that ask for it - the way a CUDA out-of-memory on one
 device would surface. Nothing else is changed in the processes.
@@ -8,6 +9,7 @@ device would surface. Nothing else is changed in the processes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -21,9 +23,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from stable_audio_tools_ext.model.lora import write_lora
+from stable_audio_tools_ext.model.spec import ModelRequest, read_model_spec
+from stable_audio_tools_ext.model.tiny import DEMO_REPO_ID
 from stable_audio_tools_ext.run.inprocess import plan_tree, sampling_defaults
 from stable_audio_tools_ext.studio.actions import Audition, audition_tree, generate_items, tree_yaml, write_tree
+from stable_audio_tools_ext.studio.adapters import StudioAdapter, name_adapters, tree_names
 from stable_audio_tools_ext.studio.ranks import LocalRunner
+from tests.adapters import CONFIG, random_tensors
 from tests.studio.browser import free_port, studio_process
 
 pytestmark = pytest.mark.slow
@@ -50,6 +57,7 @@ if os.environ.get("RANK") == "1":
     autobatch.generate_audio_splitting = failing
 """
 TOLERANCE = 1e-4  # batch composition changes float sums slightly (16-bit PCM step: 3e-5)
+START_STRENGTH = 0.5  # the module's studio: --lora style.safetensors --lora-strength 0.5
 
 
 def _environment(small_hub_env: dict[str, str], site: Path) -> dict[str, str]:
@@ -92,10 +100,20 @@ def _wait_gone(tmp_dir: Path, timeout: float) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def studio(small_hub_env, tmp_path_factory):
+def adapter(small_model, tmp_path_factory) -> StudioAdapter:
+    path = tmp_path_factory.mktemp("adapter") / "style.safetensors"
+    write_lora(path, random_tensors(small_model.model, seed=41), CONFIG)
+    request = ModelRequest(pretrained_name=DEMO_REPO_ID, lora=(path,), lora_strength=(START_STRENGTH,))
+    (named,) = name_adapters(read_model_spec(request).adapters)
+    return named
+
+
+@pytest.fixture(scope="module")
+def studio(small_hub_env, adapter, tmp_path_factory):
     base = tmp_path_factory.mktemp("ranks")
     env = _environment(small_hub_env, base / "site")
-    with studio_process(env, base / "studio-tmp", launcher=[*REFERENCE_TORCHRUN, str(free_port())]) as (url, process):
+    lora = ["--lora", str(adapter.use.file.path), "--lora-strength", str(START_STRENGTH)]
+    with studio_process(env, base / "studio-tmp", *lora, launcher=[*REFERENCE_TORCHRUN, str(free_port())]) as (url, process):
         yield url, process, base / "studio-tmp"
 
 
@@ -106,28 +124,35 @@ def client(studio):
     return Client(studio[0], verbose=False, download_files=str(studio[2].parent / "downloads"))
 
 
-def _single_process_audio(small_model, tmp_path: Path, seed: int, variations: int) -> dict[str, np.ndarray]:
-    """What the studio writes for the audition in one process (the same actions, one rank)."""
-    tree = write_tree(tree_yaml(audition_tree(AUDITION, seed, variations), small_model), tmp_path, tmp_path)
-    items, _ = plan_tree(tree, small_model.spec, sampling_defaults(small_model.spec), variations)
+def _single_process_audio(small_model, tmp_path: Path, seed: int, variations: int, lora: tuple) -> dict[str, np.ndarray]:
+    """What the studio writes for the audition in one process (the same actions, one rank), with ``lora``'s
+    adapters and strengths as leaf adapters (this process's model has no --lora)."""
+    audition = dataclasses.replace(AUDITION, lora=lora)
+    tree = write_tree(tree_yaml(audition_tree(audition, seed, variations), small_model), tmp_path, tmp_path)
+    items, _ = plan_tree(tree, small_model.spec, sampling_defaults(small_model.spec), variations,
+                         adapters=tree_names([adapter for adapter, _ in lora]))  # fmt: skip
     generate_items(LocalRunner(small_model), items, tmp_path / "out", tmp_path, batch_size=variations)
     return {item.relpath: sf.read(tmp_path / "out" / item.relpath)[0] for item in items}
 
 
-def test_four_variations_are_served_by_both_ranks_with_single_process_audio(client, small_model, tmp_path) -> None:
+def test_four_variations_are_served_by_both_ranks_with_single_process_audio(client, small_model, adapter, tmp_path) -> None:
+    """With the adapter at the page's strength (not the start strength): the strength reaches rank 1 too."""
     outputs = client.predict(AUDITION.prompt, "", 0, 1.0, AUDITION.steps, AUDITION.cfg_scale, AUDITION.sampler_type,
-                             1234, 4, api_name="/generate")  # fmt: skip
+                             1234, 4, 0.75, api_name="/generate")  # fmt: skip
     status, slots = outputs[0], outputs[2:]
     assert status.startswith("4 clip(s) of 1 s, seeds 1234..1237")
     variations = [(slots[4 * i], json.loads(slots[4 * i + 3])) for i in range(4)]  # audio, image, file, parameters
     assert sorted(params["rank"] for _, params in variations) == [0, 0, 1, 1]
-    expected = _single_process_audio(small_model, tmp_path, seed=1234, variations=4)
+    assert {params["lora"][0]["strength"] for _, params in variations} == {0.75}
+    expected = _single_process_audio(small_model, tmp_path, seed=1234, variations=4, lora=((adapter, 0.75),))
     for audio, params in variations:
         assert np.abs(sf.read(audio)[0] - expected[params["path"]]).max() <= TOLERANCE, params["path"]
 
 
 def test_the_batch_tab_splits_a_tree_over_both_ranks(client) -> None:
-    tree = "kit:\n  _defaults: {seconds_total: 1}\n  kick: {prompt: kick, n_samples: 3}\n  hat: {prompt: hat, n_samples: 2}\n"
+    """Leaves without lora get --lora's adapter at its start strength, those that name it their own strength."""
+    tree = ("kit:\n  _defaults: {seconds_total: 1}\n  kick: {prompt: kick, n_samples: 3}\n"
+            "  hat: {prompt: hat, n_samples: 2, lora: style, lora_strength: 0.25}\n")  # fmt: skip
     status, _, archive, _ = client.predict(tree, 6, 7.0, "dpmpp-3m-sde", 1, 0, api_name="/generate_batch")
     assert status == "done: 5 files"
     with zipfile.ZipFile(archive) as zipped:
@@ -136,6 +161,7 @@ def test_the_batch_tab_splits_a_tree_over_both_ranks(client) -> None:
     assert {r["path"] for r in records} == wavs == {f"kit/kick_item-{k}.wav" for k in (1, 2, 3)} | {
         "kit/hat_item-1.wav", "kit/hat_item-2.wav"}  # fmt: skip
     assert {r["rank"] for r in records} == {0, 1}
+    assert {(r["leaf"], r["lora"][0]["strength"]) for r in records} == {("kit/kick", START_STRENGTH), ("kit/hat", 0.25)}
 
 
 def test_a_worker_that_raises_fails_the_request_in_the_page_and_the_studio_goes_on(client) -> None:
