@@ -63,7 +63,7 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     add_dist_timeout_argument(sampling, "as generate.py's")
     add_score_arguments(parser)
     parser.add_argument("--reference", type=Path, metavar="DIR", help="real audio (e.g. prepare's validation split): "
-                        "each model's Fréchet distance to it on CLAP audio embeddings, with the file counts")  # fmt: skip
+                        "each model's FD_clap to it (Fréchet distance on CLAP audio embeddings), with the file counts")  # fmt: skip
     parser.set_defaults(handler=evaluate_command, command_parser=parser)
 
 
