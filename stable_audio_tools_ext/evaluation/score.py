@@ -145,7 +145,7 @@ def check_inputs(args: argparse.Namespace) -> tuple[ScoreInputs | None, list[str
     space, stats = None, None
     try:
         space = EmbeddingSpace(*checkpoint_identity(args.clap_model, None), RECIPE_VERSION)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # not in the cache offline, no such repo, not a repo id
         problems.append(f"--clap-model {args.clap_model}: cannot load it ({str(exc).strip().splitlines()[0]})")
     if args.reference_stats is not None:
         try:

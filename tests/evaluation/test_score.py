@@ -138,8 +138,10 @@ def test_bad_inputs_are_all_listed_with_exit_2_and_nothing_written(folders, smal
     assert f"--reference {tmp_path / 'empty'}: no audio files" in err
     captions = tmp_path / "captions.csv"
     captions.write_text("file_name,caption\nok.wav,fine\nmissing.wav,gone\n")
-    assert score("--audio-dir", audio, "--captions", captions, "--reference-stats", tmp_path / "not-stats.npz", *outputs) == EXIT_USAGE
+    assert score("--audio-dir", audio, "--captions", captions, "--reference-stats", tmp_path / "not-stats.npz",
+                 "--clap-model", "nobody/no-such-clap", *outputs) == EXIT_USAGE  # fmt: skip
     err = capsys.readouterr().err
+    assert "--clap-model nobody/no-such-clap: cannot load it" in err
     assert f"{captions}: no audio in --audio-dir {audio} for 1 row: line 3 'missing.wav'" in err
     assert f"no caption for 2 audio files (not in {captions}): 'broken.wav', 'uncaptioned.wav'" in err
     assert f"--reference-stats {tmp_path / 'not-stats.npz'}: not an embedding statistics file" in err
