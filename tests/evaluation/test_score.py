@@ -63,10 +63,14 @@ def scored(folders, small_hub) -> dict:
     return json.loads((folders / "scores.json").read_text())
 
 
-def test_the_json_holds_each_files_clap_score_and_the_set_metrics(scored, folders) -> None:
+@pytest.fixture(scope="module")
+def scorer(small_hub) -> ClapScorer:
+    return ClapScorer.load()
+
+
+def test_the_json_holds_each_files_clap_score_and_the_set_metrics(scored, folders, scorer) -> None:
     assert set(scored) == {"files", "sets"}
     assert sorted(scored["files"]) == sorted(CAPTIONS)
-    scorer = ClapScorer.load()
     for relpath, captions in CAPTIONS.items():
         clip = read_clip(folders / "gen" / relpath)  # the whole file
         expected = np.mean(scorer.scores(captions, [clip] * len(captions)))
@@ -85,10 +89,9 @@ def test_a_set_against_itself_gives_fd_0_and_a_different_set_more(scored, folder
     assert "FD_clap" in table and "5 files vs 5 reference files" in table and "fewer than the 32 dimensions" in table
 
 
-def test_saved_statistics_give_the_same_fd_and_hold_the_reference_gaussian(scored, folders) -> None:
+def test_saved_statistics_give_the_same_fd_and_hold_the_reference_gaussian(scored, folders, scorer) -> None:
     stats = load_stats(folders / "ref.npz")
     assert set(stats) == {"fd_clap"}
-    scorer = ClapScorer.load()
     reference = gaussian_of(scorer.file_embeddings([(path, None) for path in sorted((folders / "ref").glob("*.wav"))]))
     stored = stats["fd_clap"]
     assert stored.gaussian.count == 5
