@@ -1,7 +1,8 @@
-"""The ``evaluate`` subcommand of ``finetune.py``: its parser and handler (the dispatcher is ``finetune_main``).
+"""The ``evaluate`` and ``score`` subcommands of ``finetune.py``: parsers and handlers (the dispatcher is ``finetune_main``).
 
-Imports nothing heavy: the handler imports ``evaluate`` (generate.py's engine, the CLAP scorer) on use,
-so ``finetune.py prepare`` and ``-h`` stay fast. Bad input: exit code 2 (docs/finetuning.md).
+Imports nothing heavy: the handlers import ``evaluate`` (generate.py's engine, the CLAP scorer) and
+``score`` on use, so ``finetune.py prepare`` and ``-h`` stay fast. Bad input: exit code 2
+(docs/finetuning.md, docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from pathlib import Path
 
 from ..model.families import SAMPLER_NAMES
 from ..run.argtypes import add_dist_timeout_argument, finite_float, positive_int, seed_value
-from ..scoring.options import add_score_arguments
+from ..finetune.captions import CAPTION_COLUMNS, FILE_COLUMNS
+from ..scoring.options import DEFAULT_CLAP_MODEL, METRICS, add_score_arguments
 
 
 def _generate_batch_size(text: str) -> str:
@@ -63,13 +65,60 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     add_dist_timeout_argument(sampling, "as generate.py's")
     add_score_arguments(parser)
     parser.add_argument("--reference", type=Path, metavar="DIR", help="real audio (e.g. prepare's validation split): "
-                        "each model's Fréchet distance to it on CLAP audio embeddings, with the file counts")  # fmt: skip
+                        "each model's FD_clap to it (Fréchet distance on CLAP audio embeddings), with the file counts")  # fmt: skip
     parser.set_defaults(handler=evaluate_command, command_parser=parser)
+
+
+def _metrics(text: str) -> tuple[str, ...]:
+    """``--metrics``: comma-separated names of ``METRICS``, each once."""
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",")))
+    unknown = [name for name in names if name not in METRICS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown metric {', '.join(map(repr, unknown)) or repr(text)}: "
+                                         f"choose from {', '.join(METRICS)}")  # fmt: skip
+    return names
+
+
+def _add_score(subparsers: argparse._SubParsersAction) -> None:
+    """The ``score`` subcommand: the field's metrics for any folder of audio (docs/evaluation.md)."""
+    parser = subparsers.add_parser(
+        "score",
+        help="score any folder of audio: CLAP score per file and its mean, FD_clap to a reference set",
+        description="Score every audio file under --audio-dir (any depth): clap, the CLAP score of each file against "
+        "its captions (stable-audio-metrics' recipe) and their mean; fd_clap, the Fréchet distance of the files' CLAP "
+        "audio embeddings to --reference audio or to --reference-stats saved earlier. Prints one table; --output "
+        "writes {'files': {path: {metric: value}}, 'sets': {metric: value}} as JSON. Under torchrun the files are "
+        "sharded over the ranks. Every input is checked first: bad input lists every problem, exit 2, nothing written.",
+    )
+    inputs = parser.add_argument_group("inputs")
+    inputs.add_argument("--audio-dir", type=Path, required=True, metavar="DIR", help="the audio to score (scanned recursively)")
+    inputs.add_argument("--captions", type=Path, metavar="FILE", help="CSV or JSON Lines naming each file relative to "
+                        "--audio-dir and its captions, as finetune.py prepare reads them (default: a sidecar .txt "
+                        "beside each audio file, one caption per line); several captions: the mean score")  # fmt: skip
+    inputs.add_argument("--file-column", metavar="NAME", help=f"the column naming the audio file (default: the first of "
+                        f"{', '.join(FILE_COLUMNS)}, in any case)")  # fmt: skip
+    inputs.add_argument("--caption-column", metavar="NAME", action="append", help="a column holding captions; repeat "
+                        f"for several (default: every caption_<n> column, else the first of {', '.join(CAPTION_COLUMNS)})")  # fmt: skip
+    reference = inputs.add_mutually_exclusive_group()
+    reference.add_argument("--reference", type=Path, metavar="DIR", help="reference audio (any depth) for fd_clap")
+    reference.add_argument("--reference-stats", type=Path, metavar="FILE", help="a reference's embedding statistics "
+                           "saved by --save-stats (refused when made with another CLAP model or recipe version)")  # fmt: skip
+    metrics = parser.add_argument_group("metrics and output")
+    metrics.add_argument("--metrics", type=_metrics, metavar="NAME[,NAME...]", help=f"of {', '.join(METRICS)} "
+                         "(default: clap, and fd_clap with a reference)")  # fmt: skip
+    metrics.add_argument("--clap-model", default=DEFAULT_CLAP_MODEL, metavar="ID",
+                         help="CLAP checkpoint: a hub id or a local folder (default: %(default)s)")  # fmt: skip
+    metrics.add_argument("--output", type=Path, metavar="FILE", help="the scores as JSON (written atomically)")
+    metrics.add_argument("--save-stats", type=Path, metavar="FILE", help="save --reference's embedding statistics "
+                         "(mean, covariance, count, model, recipe version; .npz) for --reference-stats next time")  # fmt: skip
+    add_dist_timeout_argument(parser, "rank 0 checks every input while the others wait")
+    parser.set_defaults(handler=score_command, command_parser=parser)
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """The subcommands this package owns, added to ``finetune.py``'s parser."""
     _add_evaluate(subparsers)
+    _add_score(subparsers)
 
 
 def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -77,3 +126,10 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     from .evaluate import evaluate
 
     return evaluate(args)
+
+
+def score_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``finetune.py score``: imported on use (the CLAP scorer)."""
+    from .score import score
+
+    return score(args)

@@ -1,10 +1,11 @@
 """``comparison.html``: the items of one tree as several models generated them, side by side.
 
 A summary row per model (items written, mean CLAP score overall and per top-level branch, and with
-``--reference`` the Fréchet distance to the reference audio with the file counts it rests on), then
-one row per item and one column per model: an audio player, a spectrogram thumbnail and the item's
-CLAP score. Self-contained like ``report.html`` (its style and helpers): thumbnails are inlined PNGs,
-there is no script, and players link each model's files by relative path (``<label>/<relpath>``).
+``--reference`` FD_clap, the Fréchet distance to the reference audio on CLAP audio embeddings, with
+the file counts it rests on), then one row per item and one column per model: an audio player, a
+spectrogram thumbnail and the item's CLAP score. Self-contained like ``report.html`` (its style and
+helpers): thumbnails are inlined PNGs, there is no script, and players link each model's files by
+relative path (``<label>/<relpath>``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ CELL_STYLE = """
 
 @dataclass(frozen=True)
 class FrechetResult:
-    """A model's Fréchet distance to the reference set (``None`` when it has too few files for one) and its basis."""
+    """A model's FD_clap to the reference set (``None`` when it has too few files for one) and its basis."""
 
     distance: float | None
     count: int
@@ -60,7 +61,7 @@ def _summary(columns: Sequence[ModelColumn], records: dict[str, dict[str, Record
     """One row per model; branch columns are the top-level branches any model has items in."""
     branches = sorted({branch_of(r) for by_path in records.values() for r in by_path.values()})
     headers = ["model", "weights", "items written", "mean CLAP score (items)"] + [f"CLAP: {b}" for b in branches]
-    headers += ["Fréchet distance", "files (model / reference)"] if reference else []
+    headers += ["FD_clap", "files (model / reference)"] if reference else []
     rows = []
     for column in columns:
         mine = list(records[column.label].values())
@@ -77,7 +78,7 @@ def _summary(columns: Sequence[ModelColumn], records: dict[str, dict[str, Record
 
 
 def _warnings(columns: Sequence[ModelColumn]) -> str:
-    """The Fréchet distance's size warnings, each once."""
+    """FD_clap's size warnings, each once."""
     warnings = dict.fromkeys(w for c in columns if c.frechet for w in c.frechet.warnings)
     return "".join(f'<p class="warning">{html.escape(w)}</p>' for w in warnings)
 
@@ -115,9 +116,10 @@ def render_comparison(output_dir: Path, columns: Sequence[ModelColumn], referenc
     title = f"Model comparison: {output_dir.resolve().name}"
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     basis = (
-        f"Fréchet distance on CLAP audio embeddings to the audio of {html.escape(reference)}; lower is closer. "
+        f"FD_clap: Fréchet distance on CLAP audio embeddings to the audio of {html.escape(reference)}; lower is closer "
+        "(on unit vectors: 0 to a few, not comparable with FD_openl3's tens to hundreds; docs/evaluation.md). "
         "It rests on the file counts shown: with fewer files than embedding dimensions it mostly measures the counts."
-        if reference else "No --reference: no Fréchet distance."
+        if reference else "No --reference: no FD_clap."
     )  # fmt: skip
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}{CELL_STYLE}</style></head>

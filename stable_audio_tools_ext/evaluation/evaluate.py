@@ -20,20 +20,17 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from ..finetune.captions import AUDIO_EXTENSIONS, is_audio_name
 from ..output.manifest import load_records
 from ..output.resume import VALID_STATUSES
 from ..run import cli as generate_cli
 from ..run.distributed import join_job, shutdown
 from ..run.exits import EXIT_JOB_FAILED, EXIT_OK, EXIT_USAGE
-from ..scoring.clap import ClapLoadError, ClapScorer, read_clip
+from ..scoring.clap import ClapLoadError, ClapScorer
 from ..scoring.frechet import frechet_distance, set_size
 from .comparison import FrechetResult, ModelColumn, write_comparison
 from .models import EvaluateInputError, Model, models_of
 
-EMBED_CHUNK = 64  # files read into memory at a time for their CLAP embeddings
 # evaluate's flags generate.py takes as they are (dest -> flag), given when set; SWITCHES are store_true flags
 PASSED_FLAGS = {"sample_steps": "--sample-steps", "cfg_scale": "--cfg-scale", "sampler_type": "--sampler-type",
                 "seed": "--seed", "batch_size": "--batch-size", "n_sample_per_cond": "--n-sample-per-cond",
@@ -79,22 +76,14 @@ def written_files(folder: Path) -> list[tuple[Path, float]]:
             if record.get("status") in VALID_STATUSES and (folder / relpath).is_file()]  # fmt: skip
 
 
-def _embeddings(scorer: ClapScorer, files: list[tuple[Path, float | None]]) -> np.ndarray:
-    """CLAP audio embeddings of ``files`` (each cut to its seconds, ``None``: whole), ``EMBED_CHUNK`` at a time
-    (a reference set may be large)."""
-    chunks = [scorer.audio_embeddings([read_clip(path, seconds) for path, seconds in files[start:start + EMBED_CHUNK]])
-              for start in range(0, len(files), EMBED_CHUNK)]  # fmt: skip
-    return np.concatenate(chunks) if chunks else np.zeros((0, scorer.model.config.projection_dim), dtype=np.float32)
-
-
 def frechet_results(args: argparse.Namespace, models: list[Model], reference: list[Path]) -> dict[str, FrechetResult]:
-    """Each model's Fréchet distance to the reference set on CLAP audio embeddings, with the sizes it rests on."""
+    """Each model's FD_clap to the reference set (Fréchet distance on CLAP audio embeddings), with the sizes it rests on."""
     scorer = ClapScorer.load(args.clap_model)
-    ref = _embeddings(scorer, [(path, None) for path in reference])
+    ref = scorer.file_embeddings([(path, None) for path in reference])
     ref_size = set_size(ref, f"--reference {args.reference}")
     results = {}
     for model in models:
-        own = _embeddings(scorer, written_files(args.output_dir / model.label))
+        own = scorer.file_embeddings(written_files(args.output_dir / model.label))
         size = set_size(own, model.label)
         distance = frechet_distance(own, ref) if min(len(own), len(ref)) >= 2 else None
         warnings = tuple(w for w in (size.warning, ref_size.warning) if w)

@@ -34,11 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import soundfile as sf
-
 from ..datasets.audio_dir import audio_dir_config, link_file, link_tree_problem, remove_link_tree
 from ..datasets.training import split_of
 from ..output.atomic import atomic_write_text
+from ..output.audio_io import audio_header
 from ..tree.reserved import DATASET_METADATA_NAME, MANIFEST_NAME, SPLITS_DIRNAME, split_config_name
 from .captions import AUDIO_EXTENSIONS, CaptionRow, Problem, counted, few, read_captions_file, read_sidecar_captions, scan_audio
 from .metadata import CAPTIONS_NAME, metadata_module_text
@@ -138,17 +137,6 @@ def output_problems(output_dir: Path, sets: Sequence[CaptionSet]) -> list[Proble
     return problems
 
 
-def _audio_header(path: Path) -> tuple[int, int, int] | str:
-    """``(sample rate, channels, frames)`` from the file's header, or why it cannot be read."""
-    try:
-        info = sf.info(str(path))
-    except (RuntimeError, OSError) as exc:  # soundfile's errors are RuntimeErrors
-        return f"unreadable audio ({exc})"
-    if info.frames <= 0:
-        return "no audio samples in the file (0 frames)"
-    return info.samplerate, info.channels, info.frames
-
-
 def _read_rows(caption_set: CaptionSet, request: PrepareRequest) -> tuple[list[CaptionRow], list[Problem]]:
     if not caption_set.audio_dir.is_dir():
         return [], [Problem(f"{caption_set.flag} {caption_set.audio_dir}", "not a folder")]
@@ -185,7 +173,7 @@ def _check_rows(
             missing[row.source].append(row)
             continue
         path = caption_set.audio_dir.resolve() / row.relpath
-        header = _audio_header(path)
+        header = audio_header(path)
         if isinstance(header, str):
             problems.append(Problem(row.source, f"{row.relpath!r}: {header}", row.line))
             continue

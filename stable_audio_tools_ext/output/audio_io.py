@@ -52,6 +52,18 @@ def clip_frames(seconds: float, sample_rate: int) -> int:
     return int(round(seconds * sample_rate))
 
 
+def audio_header(path: Path) -> tuple[int, int, int] | str:
+    """``(sample rate, channels, frames)`` from the file's header, or why it cannot be read: checked for every
+    file before a command that reads many of them starts, so a bad one is reported with the others, up front."""
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, OSError) as exc:  # soundfile's errors are RuntimeErrors
+        return f"unreadable audio ({exc})"
+    if info.frames <= 0:
+        return "no audio samples in the file (0 frames)"
+    return info.samplerate, info.channels, info.frames
+
+
 def write_audio_atomic(path: Path, samples: np.ndarray, sample_rate: int, fmt: AudioFormat) -> None:
     """Write ``samples`` to ``path`` so that ``path`` is either absent, the old file, or complete."""
     with atomic_open(path) as handle:

@@ -34,6 +34,7 @@ from .clap_recipe import CROP_SEED, TEXT_TOKENS, fused_mel, recipe_waveform
 from .options import DEFAULT_CLAP_MODEL
 
 BATCH_SIZE = 16  # clips or prompts per forward pass
+FILE_CHUNK = 64  # files read into memory at a time for their embeddings (a reference set may be large)
 
 Clip = tuple[np.ndarray, int]  # samples (frames, channels) float32, sample rate
 
@@ -53,10 +54,16 @@ class ClapLoadError(RuntimeError):
 
 
 class ClapScorer:
-    """A CLAP model and its processor on one device: embeddings of prompts and clips, and their scores."""
+    """A CLAP model and its processor on one device: embeddings of prompts and clips, and their scores.
 
-    def __init__(self, model, processor, device: torch.device) -> None:
+    ``model_id`` and ``revision`` (the hub commit its files came from; ``None`` for a local folder)
+    name the checkpoint, so stored embedding statistics can be matched to the model that made them.
+    """
+
+    def __init__(self, model, processor, device: torch.device, model_id: str = DEFAULT_CLAP_MODEL,
+                 revision: str | None = None) -> None:  # fmt: skip
         self.model, self.processor, self.device = model.eval().to(device), processor, device
+        self.model_id, self.revision = model_id, revision
 
     @classmethod
     def load(cls, model_id: str = DEFAULT_CLAP_MODEL, revision: str | None = None,
@@ -73,7 +80,7 @@ class ClapScorer:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ClapLoadError(f"cannot load the CLAP model {model_id!r}: {first_line}") from exc
         device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(model, processor, device)
+        return cls(model, processor, device, *checkpoint_identity(model_id, revision))
 
     @property
     def sample_rate(self) -> int:
@@ -100,12 +107,18 @@ class ClapScorer:
                 chunks.append(self.model.get_audio_features(input_features=mels, is_longer=longer).pooler_output)
         return _unit(chunks, self.model.config.projection_dim)
 
+    def file_embeddings(self, files: Sequence[tuple[Path, float | None]]) -> np.ndarray:
+        """Audio embeddings of ``files`` (each cut to its seconds by ``read_clip``; ``None``: whole), ``FILE_CHUNK``
+        files in memory at a time."""
+        chunks = [self.audio_embeddings([read_clip(path, seconds) for path, seconds in files[start:start + FILE_CHUNK]])
+                  for start in range(0, len(files), FILE_CHUNK)]  # fmt: skip
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.model.config.projection_dim), dtype=np.float32)
+
     def scores(self, texts: Sequence[str], clips: Sequence[Clip]) -> np.ndarray:
         """The cosine similarity of each prompt and its clip, in [-1, 1], float64."""
         if len(texts) != len(clips):
             raise ValueError(f"one prompt per clip is needed, got {len(texts)} prompts and {len(clips)} clips")
-        cosines = np.sum(self.text_embeddings(texts).astype(np.float64) * self.audio_embeddings(clips), axis=1)
-        return np.clip(cosines, -1.0, 1.0)
+        return cosine_scores(self.text_embeddings(texts), self.audio_embeddings(clips))
 
     def _features(self, samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, bool]:
         """One clip's model input (the mel stack) and whether the model fuses it as longer than its window."""
@@ -120,6 +133,22 @@ class ClapScorer:
             return features["input_features"][0], False  # is_longer is read by fused models only
         finally:
             np.random.set_state(state)
+
+
+def cosine_scores(text: np.ndarray, audio: np.ndarray) -> np.ndarray:
+    """The CLAP score of each row pair of unit embeddings: their cosine in [-1, 1], float64."""
+    return np.clip(np.sum(text.astype(np.float64) * audio, axis=1), -1.0, 1.0)
+
+
+def checkpoint_identity(model_id: str, revision: str | None) -> tuple[str, str | None]:
+    """``(model id, commit)`` of a checkpoint: the hub commit its files come from (the snapshot folder), or the
+    absolute path of a local folder and ``None``. Reads the cache only (no weights): an ``OSError`` when the
+    hub id is not there."""
+    if Path(model_id).is_dir():
+        return str(Path(model_id).resolve()), None
+    from transformers.utils import cached_file
+
+    return model_id, Path(cached_file(model_id, "config.json", revision=revision)).parent.name
 
 
 def _unit(chunks: list[torch.Tensor], dim: int) -> np.ndarray:

@@ -33,6 +33,10 @@ TEXT_TOKENS = 77  # laion_clap's CLAP_Module.tokenizer: max_length=77, special t
 PEAK_DBFS = -1.0  # pyloudnorm.normalize.peak(audio, -1.0) in clap_score.py
 INT16_SCALE = 32767.0  # clap_score.py's float32_to_int16 / int16_to_float32
 CROP_SEED = 0
+# Which version of the steps above made an embedding: stored with saved embedding statistics
+# (``finetune.py score --save-stats``), which are refused under another. Bump it whenever a change
+# here or in ``ClapScorer`` moves any clip's embedding.
+RECIPE_VERSION = "stable-audio-metrics-fd55536/1"
 
 
 def recipe_waveform(samples: np.ndarray, sample_rate: int) -> np.ndarray:

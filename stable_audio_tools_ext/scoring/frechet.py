@@ -29,34 +29,65 @@ class SetSize:
     warning: str | None
 
 
+@dataclass(frozen=True)
+class Gaussian:
+    """The Gaussian fitted to an embedding set: what the distance needs of it, and what a stats file stores.
+
+    Kept apart from the embeddings so a large reference set is embedded once and its statistics reused.
+    """
+
+    mean: np.ndarray  # (dim,) float64
+    cov: np.ndarray  # (dim, dim) float64, unbiased (np.cov), without the ridge
+    count: int
+
+
+def size_warning(count: int, dim: int, name: str) -> str | None:
+    """A warning when a set of ``count`` embeddings of ``dim`` dimensions is too small for a meaningful distance."""
+    if count >= dim:
+        return None
+    return (
+        f"{name}: {count} files, fewer than the {dim} dimensions of the embedding: the covariance is "
+        f"rank-deficient and the Fréchet distance mostly reflects the number of files; use at least {dim} "
+        "(better several times as many) to compare models with it"
+    )
+
+
 def set_size(embeddings: np.ndarray, name: str) -> SetSize:
     """The size of ``embeddings`` (n, dim), with a warning when ``n`` is below the dimension ``dim``."""
     count, dim = np.shape(embeddings)
-    warning = None
-    if count < dim:
-        warning = (
-            f"{name}: {count} files, fewer than the {dim} dimensions of the embedding: the covariance is "
-            f"rank-deficient and the Fréchet distance mostly reflects the number of files; use at least {dim} "
-            "(better several times as many) to compare models with it"
-        )
-    return SetSize(count, warning)
+    return SetSize(count, size_warning(count, dim, name))
+
+
+def gaussian_of(embeddings: np.ndarray) -> Gaussian:
+    """The mean and covariance of ``embeddings`` (n, dim), n >= 2, in float64."""
+    embeddings = np.asarray(embeddings, dtype=np.float64)
+    if embeddings.ndim != 2 or len(embeddings) < 2:
+        raise ValueError(f"a (count, dim) set of at least 2 embeddings is needed for a covariance, got shape {embeddings.shape}")
+    return Gaussian(embeddings.mean(axis=0), np.cov(embeddings, rowvar=False), len(embeddings))
+
+
+def frechet_between(a: Gaussian, b: Gaussian) -> float:
+    """The Fréchet distance between two fitted Gaussians; >= 0, 0 for equal ones.
+
+    ``sqrtm``'s result of a product of two positive semi-definite matrices is real in exact
+    arithmetic: its imaginary round-off is dropped, and the small negative values the subtraction
+    can leave for (nearly) identical sets are clipped to 0.
+    """
+    if a.mean.shape != b.mean.shape:
+        raise ValueError(f"two Gaussians of the same dim are needed, got dims {a.mean.shape} and {b.mean.shape}")
+    ridge = EPSILON * np.eye(len(a.mean))
+    cov_a, cov_b = a.cov + ridge, b.cov + ridge
+    root = linalg.sqrtm(cov_a @ cov_b)
+    mean_term = float(np.sum((a.mean - b.mean) ** 2))
+    cov_term = float(np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(root).real)
+    return max(0.0, mean_term + cov_term)
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """The Fréchet distance between embedding sets ``a`` (n, dim) and ``b`` (m, dim); >= 0, 0 for equal sets.
-
-    Computed in float64. ``sqrtm``'s result of a product of two positive semi-definite matrices is
-    real in exact arithmetic: its imaginary round-off is dropped, and the small negative values the
-    subtraction can leave for (nearly) identical sets are clipped to 0.
-    """
+    """The Fréchet distance between embedding sets ``a`` (n, dim) and ``b`` (m, dim); >= 0, 0 for equal sets."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"two (count, dim) sets of the same dim are needed, got shapes {a.shape} and {b.shape}")
     if len(a) < 2 or len(b) < 2:
         raise ValueError(f"each set needs at least 2 embeddings for a covariance, got {len(a)} and {len(b)}")
-    ridge = EPSILON * np.eye(a.shape[1])
-    cov_a, cov_b = np.cov(a, rowvar=False) + ridge, np.cov(b, rowvar=False) + ridge
-    root = linalg.sqrtm(cov_a @ cov_b)
-    mean_term = float(np.sum((a.mean(axis=0) - b.mean(axis=0)) ** 2))
-    cov_term = float(np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(root).real)
-    return max(0.0, mean_term + cov_term)
+    return frechet_between(gaussian_of(a), gaussian_of(b))

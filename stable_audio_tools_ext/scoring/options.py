@@ -7,7 +7,9 @@ import argparse
 from ..model.tiny import CLAP_REPO_ID
 
 DEFAULT_CLAP_MODEL = CLAP_REPO_ID  # why this checkpoint: scoring/clap.py; the offline tiny build fakes this repo
-SCORES = ("clap",)
+SCORES = ("clap",)  # a value per item (generate.py --score) or file (finetune.py score)
+DISTANCES = ("fd_clap",)  # a set's distance to a reference set (finetune.py score, evaluate --reference)
+METRICS = SCORES + DISTANCES  # finetune.py score --metrics: the names its JSON uses
 
 
 def add_score_arguments(parser: argparse.ArgumentParser) -> None:

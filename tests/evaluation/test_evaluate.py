@@ -139,7 +139,7 @@ def test_the_checkpoints_change_the_audio_the_seeds_do_not_differ(evaluated) -> 
 def test_the_summary_has_a_row_per_model_with_mean_scores_per_branch(evaluated) -> None:
     out, _, _ = evaluated
     header, *rows = parse(out / COMPARISON_NAME).tables["summary"]
-    # the first six columns: the rerun with --reference (if it ran first) adds the Fréchet distance's two
+    # the first six columns: the rerun with --reference (if it ran first) adds FD_clap's two
     assert [cell["text"] for cell in header[:6]] == ["model", "weights", "items written", "mean CLAP score (items)",
                                                      "CLAP: dog", "CLAP: rain"]  # fmt: skip
     assert [row[0]["text"] for row in rows] == LABELS
@@ -157,7 +157,7 @@ def test_a_rerun_generates_nothing_and_the_frechet_distance_to_a_models_own_file
     assert result.stdout.count("4 of the 4 items were already complete") == len(LABELS)
     page = parse(out / COMPARISON_NAME)
     header, *rows = page.tables["summary"]
-    assert [cell["text"] for cell in header[-2:]] == ["Fréchet distance", "files (model / reference)"]
+    assert [cell["text"] for cell in header[-2:]] == ["FD_clap", "files (model / reference)"]
     distances = {row[0]["text"]: float(row[-2]["text"]) for row in rows}
     # The tiny random CLAP's embeddings move little with the audio (about 1e-5), so the distances are small;
     # the base's own files are the reference (round-off), the fine-tuned ones are measurably further.
