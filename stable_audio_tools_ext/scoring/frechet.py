@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg
 
 # Added to both covariances' diagonals. A set with fewer samples than dimensions has a singular
 # covariance whose product with another has no reliable square root (sqrtm returns NaN/Inf or large
@@ -45,9 +44,8 @@ def set_size(embeddings: np.ndarray, name: str) -> SetSize:
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """The Fréchet distance between embedding sets ``a`` (n, dim) and ``b`` (m, dim); >= 0, 0 for equal sets.
 
-    Computed in float64. ``sqrtm``'s result of a product of two positive semi-definite matrices is
-    real in exact arithmetic: its imaginary round-off is dropped, and the small negative values the
-    subtraction can leave for (nearly) identical sets are clipped to 0.
+    Computed in float64; the small negative values the subtraction can leave for (nearly) identical
+    sets are clipped to 0.
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
@@ -56,7 +54,21 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
         raise ValueError(f"each set needs at least 2 embeddings for a covariance, got {len(a)} and {len(b)}")
     ridge = EPSILON * np.eye(a.shape[1])
     cov_a, cov_b = np.cov(a, rowvar=False) + ridge, np.cov(b, rowvar=False) + ridge
-    root = linalg.sqrtm(cov_a @ cov_b)
     mean_term = float(np.sum((a.mean(axis=0) - b.mean(axis=0)) ** 2))
-    cov_term = float(np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(root).real)
+    cov_term = float(np.trace(cov_a) + np.trace(cov_b) - 2.0 * _trace_sqrt_product(cov_a, cov_b))
     return max(0.0, mean_term + cov_term)
+
+
+def _trace_sqrt_product(cov_a: np.ndarray, cov_b: np.ndarray) -> float:
+    """tr((S_a S_b)^(1/2)) of two symmetric positive definite matrices, from two symmetric eigendecompositions.
+
+    S_a S_b is similar to S_a^(1/2) S_b S_a^(1/2), which is symmetric: its eigenvalues are real and
+    non-negative, and the trace of the root is the sum of their square roots. This is what
+    ``scipy.linalg.sqrtm(S_a @ S_b)``'s trace gives (pytorch-fid, stable-audio-metrics), about 20
+    times faster at 1024 dimensions (FD_openl3's: 13 s -> under 1 s on 2 cores), without the
+    complex round-off of a general matrix root.
+    """
+    values, vectors = np.linalg.eigh(cov_a)
+    root_a = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+    product = root_a @ cov_b @ root_a
+    return float(np.sum(np.sqrt(np.clip(np.linalg.eigvalsh((product + product.T) / 2), 0.0, None))))
