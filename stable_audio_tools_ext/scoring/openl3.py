@@ -160,7 +160,7 @@ def _read_weights(content_type: str, weights: Path | None) -> dict[str, torch.Te
         where = weights or Path(torch.hub.get_dir()) / "checkpoints" / weights_file_name(content_type)
         raise Openl3LoadError(f"cannot read the OpenL3 weights {where}: {exc}; download "
                               f"{WEIGHTS_URL.format(name=weights_file_name(content_type))} there "
-                              "(docs/metrics-openl3-passt.md)") from exc  # fmt: skip
+                              "(docs/evaluation.md)") from exc  # fmt: skip
 
 
 def _match_widths(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:

@@ -147,7 +147,7 @@ def _read_weights(weights: Path | None) -> dict[str, torch.Tensor]:
     except (OSError, RuntimeError, ValueError) as exc:  # missing file, offline (URLError is an OSError), not torch's
         where = weights or Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
         raise PasstLoadError(f"cannot read the PaSST weights {where}: {exc}; download {WEIGHTS_URL} there "
-                             "(docs/metrics-openl3-passt.md)") from exc  # fmt: skip
+                             "(docs/evaluation.md)") from exc  # fmt: skip
 
 
 def build_net(width: int = 768, depth: int = 12) -> torch.nn.Module:
