@@ -4,8 +4,8 @@
     PYTHONPATH=. python bench/finetune_memory.py --device cuda --output finetune_memory.json
     # the same code path on the CPU with the tiny model: every kind of row once, 2 steps, batch 1 (a smoke run)
     PYTHONPATH=. .venv/bin/python bench/finetune_memory.py --tiny
-    # LoRA against full fine-tuning on the CPU (docs/BENCHMARKS.md "LoRA vs full fine-tuning")
-    PYTHONPATH=. .venv/bin/python bench/finetune_memory.py --small --lora-ranks 4,16,64 --steps 8
+    # LoRA against full fine-tuning on the CPU, one thread (the commands measured: docs/BENCHMARKS.md "LoRA vs full fine-tuning")
+    OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python bench/finetune_memory.py --small --lora-ranks 4,16,64 --steps 16
 
 It builds SAO 1.0's real architecture with random weights (``bench/sao_models.py``: DiT 1536 wide,
 24 layers; VAE 128 channels; the T5 conditioner gets a t5-base-sized encoder with random weights, see
