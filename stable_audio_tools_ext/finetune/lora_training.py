@@ -42,7 +42,7 @@ from .run_folder import adapter_file
 from .weights import FinetuneInputError
 
 ATTRIBUTE = "lora"  # the factors' module on each adapted layer: <layer>.lora.lora_A in the training state
-_FACTOR_KEY = re.compile(r"^diffusion\.(model|conditioner)\.(.+)\.lora\.(lora_A|lora_B)$")
+_FACTOR_KEY = re.compile(rf"^diffusion\.(model|conditioner)\.(.+)\.{ATTRIBUTE}\.(lora_A|lora_B)$")
 
 
 class LoraFactors(torch.nn.Module):

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..model.lora_files import adapter_file
 from ..model.spec import CHECKPOINTS_DIR, MODEL_CONFIG_NAME
 from ..output.atomic import atomic_write_text
 
@@ -35,12 +36,6 @@ CHECKPOINT_SUFFIX = ".ckpt"
 LOGS_DIR = "logs"
 DEMOS_DIR = "demos"
 LORA_BASE_NAME = "lora_base.json"
-ADAPTER_SUFFIX = ".safetensors"
-
-
-def adapter_file(checkpoint: Path) -> Path:
-    """The adapter file a LoRA run writes beside one of its checkpoints (same name, ``.safetensors``)."""
-    return checkpoint.with_suffix(ADAPTER_SUFFIX)
 
 
 @dataclass(frozen=True)

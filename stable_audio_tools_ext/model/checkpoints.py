@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from .lora_files import adapter_file
 from .spec import Weights
 
 _ONLINE_PREFIX = "diffusion."
@@ -72,7 +73,7 @@ def read_state_dict(path: Path, weights: Weights | None = None, trust: bool = Fa
     else:
         loaded = _torch_load(path, trust)
         if isinstance(loaded, dict) and "lora_config" in loaded:
-            adapter = path.with_suffix(".safetensors")
+            adapter = adapter_file(path)
             raise CheckpointError(
                 f"{path} is a LoRA checkpoint: it holds adapters, not a model. Generate with its base model and "
                 f"--lora {adapter if adapter.is_file() else 'ADAPTER.safetensors'}"

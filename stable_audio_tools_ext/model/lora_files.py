@@ -31,6 +31,11 @@ FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
 MAX_HEADER_BYTES = 100 << 20  # the safetensors library's own limit
 
 
+def adapter_file(checkpoint: Path) -> Path:
+    """The adapter file ``finetune.py train --lora-rank`` writes beside one of its checkpoints (same name, ``.safetensors``)."""
+    return checkpoint.with_suffix(".safetensors")
+
+
 class LoraFileError(ValueError):
     """An adapter file that cannot be used; the message names the file and, where one is at fault, the key."""
 
