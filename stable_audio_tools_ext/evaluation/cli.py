@@ -8,6 +8,7 @@ Imports nothing heavy: the handlers import ``evaluate`` (generate.py's engine, t
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from ..model.families import SAMPLER_NAMES
@@ -33,7 +34,8 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         help="generate one tree with several checkpoints (and the base model) and compare them in comparison.html",
         description="Generate a condition tree with every model given, as generate.py would (same seeds, resumable, "
         "torchrun-sharded), into OUTPUT_DIR/<label>/ (base, step-N, the checkpoint's name, or <adapter>@<strength>), then write "
-        "OUTPUT_DIR/comparison.html: items x models with players, spectrograms, CLAP scores and per-model summaries. "
+        "OUTPUT_DIR/comparison.html: items x models with players, spectrograms, CLAP scores and per-model summaries "
+        "(with --reference: FD_openl3, KL_passt, FD_clap as --metrics asks). "
         "Bad input: exit 2.",
     )
     parser.add_argument("--cond-yaml-path", type=Path, required=True, metavar="TREE", help="the condition tree every model generates")
@@ -64,19 +66,29 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     sampling.add_argument("--clip-length", action="store_true", help="trim each file to its seconds_total")
     add_dist_timeout_argument(sampling, "as generate.py's")
     add_score_arguments(parser)
-    parser.add_argument("--reference", type=Path, metavar="DIR", help="real audio (e.g. prepare's validation split): "
-                        "each model's FD_clap to it (Fréchet distance on CLAP audio embeddings), with the file counts")  # fmt: skip
+    reference = parser.add_argument_group("distances to a reference set (docs/evaluation.md)")
+    reference.add_argument("--reference", type=Path, metavar="DIR", help="audio to compare each model's files with (e.g. "
+                           "prepare's validation split, or another model's folder of the same tree): the --metrics "
+                           "distances in the summary, with the file counts")  # fmt: skip
+    reference.add_argument("--metrics", type=_metric_names(DISTANCES), metavar="NAME[,NAME...]", help=f"of "
+                           f"{', '.join(DISTANCES)} (default: fd_clap); kl_passt pairs each item with the reference file "
+                           "of its id (path without extension)")  # fmt: skip
+    add_set_model_arguments(reference)
     parser.set_defaults(handler=evaluate_command, command_parser=parser)
 
 
-def _metrics(text: str) -> tuple[str, ...]:
-    """``--metrics``: comma-separated names of ``METRICS``, each once."""
-    names = tuple(dict.fromkeys(part.strip() for part in text.split(",")))
-    unknown = [name for name in names if name not in METRICS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown metric {', '.join(map(repr, unknown)) or repr(text)}: "
-                                         f"choose from {', '.join(METRICS)}")  # fmt: skip
-    return names
+def _metric_names(known: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
+    """``--metrics``' parser: comma-separated names of ``known``, each once."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(dict.fromkeys(part.strip() for part in text.split(",")))
+        unknown = [name for name in names if name not in known]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"unknown metric {', '.join(map(repr, unknown)) or repr(text)}: "
+                                             f"choose from {', '.join(known)}")  # fmt: skip
+        return names
+
+    return parse
 
 
 def _add_score(subparsers: argparse._SubParsersAction) -> None:
@@ -108,7 +120,7 @@ def _add_score(subparsers: argparse._SubParsersAction) -> None:
                            f"saved by --save-stats, for {' and '.join(FRECHET)} (refused when made with another model, "
                            "weights file or recipe version)")  # fmt: skip
     metrics = parser.add_argument_group("metrics and output")
-    metrics.add_argument("--metrics", type=_metrics, metavar="NAME[,NAME...]", help=f"of {', '.join(METRICS)} "
+    metrics.add_argument("--metrics", type=_metric_names(METRICS), metavar="NAME[,NAME...]", help=f"of {', '.join(METRICS)} "
                          "(default: clap, and fd_clap with a reference)")  # fmt: skip
     metrics.add_argument("--clap-model", default=DEFAULT_CLAP_MODEL, metavar="ID",
                          help="CLAP checkpoint: a hub id or a local folder (default: %(default)s)")  # fmt: skip
