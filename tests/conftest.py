@@ -63,6 +63,14 @@ def full_hub_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def standins(small_hub: Path) -> Path:
+    """The tiny OpenL3 and PaSST stand-ins in torch hub's cache under ``small_hub`` (the TORCH_HOME set above)."""
+    from stable_audio_tools_ext.scoring.standins import write_standin_cache
+
+    return write_standin_cache(small_hub)
+
+
+@pytest.fixture(scope="session")
 def small_hub_env(small_hub: Path) -> dict[str, str]:
     """Environment for subprocesses that load the small-window (about 2.97 s) tiny model offline."""
     return _subprocess_env(small_hub)

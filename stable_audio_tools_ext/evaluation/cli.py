@@ -8,12 +8,13 @@ Imports nothing heavy: the handlers import ``evaluate`` (generate.py's engine, t
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from ..model.families import SAMPLER_NAMES
 from ..run.argtypes import add_dist_timeout_argument, finite_float, positive_int, seed_value
 from ..finetune.captions import CAPTION_COLUMNS, FILE_COLUMNS
-from ..scoring.options import DEFAULT_CLAP_MODEL, METRICS, add_score_arguments
+from ..scoring.options import DEFAULT_CLAP_MODEL, DISTANCES, FRECHET, METRICS, add_score_arguments, add_set_model_arguments
 
 
 def _generate_batch_size(text: str) -> str:
@@ -33,7 +34,8 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         help="generate one tree with several checkpoints (and the base model) and compare them in comparison.html",
         description="Generate a condition tree with every model given, as generate.py would (same seeds, resumable, "
         "torchrun-sharded), into OUTPUT_DIR/<label>/ (base, step-N, the checkpoint's name, or <adapter>@<strength>), then write "
-        "OUTPUT_DIR/comparison.html: items x models with players, spectrograms, CLAP scores and per-model summaries. "
+        "OUTPUT_DIR/comparison.html: items x models with players, spectrograms, CLAP scores and per-model summaries "
+        "(with --reference: FD_openl3, KL_passt, FD_clap as --metrics asks). "
         "Bad input: exit 2.",
     )
     parser.add_argument("--cond-yaml-path", type=Path, required=True, metavar="TREE", help="the condition tree every model generates")
@@ -64,29 +66,41 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     sampling.add_argument("--clip-length", action="store_true", help="trim each file to its seconds_total")
     add_dist_timeout_argument(sampling, "as generate.py's")
     add_score_arguments(parser)
-    parser.add_argument("--reference", type=Path, metavar="DIR", help="real audio (e.g. prepare's validation split): "
-                        "each model's FD_clap to it (Fréchet distance on CLAP audio embeddings), with the file counts")  # fmt: skip
+    reference = parser.add_argument_group("distances to a reference set (docs/evaluation.md)")
+    reference.add_argument("--reference", type=Path, metavar="DIR", help="audio to compare each model's files with (e.g. "
+                           "prepare's validation split, or another model's folder of the same tree): the --metrics "
+                           "distances in the summary, with the file counts")  # fmt: skip
+    reference.add_argument("--metrics", type=_metric_names(DISTANCES), metavar="NAME[,NAME...]", help=f"of "
+                           f"{', '.join(DISTANCES)} (default: fd_clap); kl_passt pairs each item with the reference file "
+                           "of its id (path without extension)")  # fmt: skip
+    add_set_model_arguments(reference)
     parser.set_defaults(handler=evaluate_command, command_parser=parser)
 
 
-def _metrics(text: str) -> tuple[str, ...]:
-    """``--metrics``: comma-separated names of ``METRICS``, each once."""
-    names = tuple(dict.fromkeys(part.strip() for part in text.split(",")))
-    unknown = [name for name in names if name not in METRICS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown metric {', '.join(map(repr, unknown)) or repr(text)}: "
-                                         f"choose from {', '.join(METRICS)}")  # fmt: skip
-    return names
+def _metric_names(known: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
+    """``--metrics``' parser: comma-separated names of ``known``, each once."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(dict.fromkeys(part.strip() for part in text.split(",")))
+        unknown = [name for name in names if name not in known]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"unknown metric {', '.join(map(repr, unknown)) or repr(text)}: "
+                                             f"choose from {', '.join(known)}")  # fmt: skip
+        return names
+
+    return parse
 
 
 def _add_score(subparsers: argparse._SubParsersAction) -> None:
     """The ``score`` subcommand: the field's metrics for any folder of audio (docs/evaluation.md)."""
     parser = subparsers.add_parser(
         "score",
-        help="score any folder of audio: CLAP score per file and its mean, FD_clap to a reference set",
+        help="score any folder of audio: CLAP score per file and its mean; FD_openl3, KL_passt, FD_clap to a reference set",
         description="Score every audio file under --audio-dir (any depth): clap, the CLAP score of each file against "
-        "its captions (stable-audio-metrics' recipe) and their mean; fd_clap, the Fréchet distance of the files' CLAP "
-        "audio embeddings to --reference audio or to --reference-stats saved earlier. Prints one table; --output "
+        "its captions (stable-audio-metrics' recipe) and their mean; fd_openl3 and fd_clap, the Fréchet distances of "
+        "the files' OpenL3 frame embeddings and CLAP audio embeddings to --reference audio or to --reference-stats "
+        "saved earlier; kl_passt, the mean KL divergence of PaSST's class probabilities of each file and of the "
+        "--reference file with its id (path without extension). Prints one table; --output "
         "writes {'files': {path: {metric: value}}, 'sets': {metric: value}} as JSON. Under torchrun the files are "
         "sharded over the ranks. Every input is checked first: bad input lists every problem, exit 2, nothing written.",
     )
@@ -100,17 +114,21 @@ def _add_score(subparsers: argparse._SubParsersAction) -> None:
     inputs.add_argument("--caption-column", metavar="NAME", action="append", help="a column holding captions; repeat "
                         f"for several (default: every caption_<n> column, else the first of {', '.join(CAPTION_COLUMNS)})")  # fmt: skip
     reference = inputs.add_mutually_exclusive_group()
-    reference.add_argument("--reference", type=Path, metavar="DIR", help="reference audio (any depth) for fd_clap")
-    reference.add_argument("--reference-stats", type=Path, metavar="FILE", help="a reference's embedding statistics "
-                           "saved by --save-stats (refused when made with another CLAP model or recipe version)")  # fmt: skip
+    reference.add_argument("--reference", type=Path, metavar="DIR", help=f"reference audio (any depth) for "
+                           f"{', '.join(DISTANCES)}; kl_passt pairs files by relative path without extension")  # fmt: skip
+    reference.add_argument("--reference-stats", type=Path, metavar="FILE", help=f"a reference's embedding statistics "
+                           f"saved by --save-stats, for {' and '.join(FRECHET)} (refused when made with another model, "
+                           "weights file or recipe version)")  # fmt: skip
     metrics = parser.add_argument_group("metrics and output")
-    metrics.add_argument("--metrics", type=_metrics, metavar="NAME[,NAME...]", help=f"of {', '.join(METRICS)} "
+    metrics.add_argument("--metrics", type=_metric_names(METRICS), metavar="NAME[,NAME...]", help=f"of {', '.join(METRICS)} "
                          "(default: clap, and fd_clap with a reference)")  # fmt: skip
     metrics.add_argument("--clap-model", default=DEFAULT_CLAP_MODEL, metavar="ID",
                          help="CLAP checkpoint: a hub id or a local folder (default: %(default)s)")  # fmt: skip
+    add_set_model_arguments(metrics)
     metrics.add_argument("--output", type=Path, metavar="FILE", help="the scores as JSON (written atomically)")
-    metrics.add_argument("--save-stats", type=Path, metavar="FILE", help="save --reference's embedding statistics "
-                         "(mean, covariance, count, model, recipe version; .npz) for --reference-stats next time")  # fmt: skip
+    metrics.add_argument("--save-stats", type=Path, metavar="FILE", help="save --reference's embedding statistics of "
+                         f"{' and '.join(FRECHET)} (mean, covariance, count, model, weights, recipe version; .npz) for "
+                         "--reference-stats next time")  # fmt: skip
     add_dist_timeout_argument(parser, "rank 0 checks every input while the others wait")
     parser.set_defaults(handler=score_command, command_parser=parser)
 

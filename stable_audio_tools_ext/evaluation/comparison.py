@@ -1,8 +1,8 @@
 """``comparison.html``: the items of one tree as several models generated them, side by side.
 
 A summary row per model (items written, mean CLAP score overall and per top-level branch, and with
-``--reference`` FD_clap, the Fréchet distance to the reference audio on CLAP audio embeddings, with
-the file counts it rests on), then one row per item and one column per model: an audio player, a
+``--reference`` each distance ``--metrics`` asks for: FD_openl3, KL_passt, FD_clap, with the file
+counts they rest on and their warnings once per page), then one row per item and one column per model: an audio player, a
 spectrogram thumbnail and the item's CLAP score. Self-contained like ``report.html`` (its style and
 helpers): thumbnails are inlined PNGs, there is no script, and players link each model's files by
 relative path (``<label>/<relpath>``).
@@ -21,6 +21,8 @@ from ..datasets.report import STYLE, branch_of, html_table, spectrogram_thumbnai
 from ..output.atomic import atomic_write_text
 from ..output.manifest import Record, load_records
 from ..output.resume import VALID_STATUSES
+from ..scoring.options import DISTANCES
+from ..scoring.sets import NAMES, Distance
 
 COMPARISON_NAME = "comparison.html"
 CELL_STYLE = """
@@ -30,13 +32,13 @@ CELL_STYLE = """
 
 
 @dataclass(frozen=True)
-class FrechetResult:
-    """A model's FD_clap to the reference set (``None`` when it has too few files for one) and its basis."""
+class SetResults:
+    """A model's distances to the reference set by metric (a value ``None`` when the sets allow none) and the
+    file counts they rest on."""
 
-    distance: float | None
+    distances: dict[str, Distance]
     count: int
     reference_count: int
-    warnings: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class ModelColumn:
     label: str
     source: str
     folder: Path
-    frechet: FrechetResult | None = None
+    sets: SetResults | None = None
 
 
 def _mean(values: Sequence[float]) -> str:
@@ -57,11 +59,17 @@ def _scores(records: Sequence[Record]) -> list[float]:
     return [float(r["clap_score"]) for r in records if r.get("clap_score") is not None]
 
 
+def _distance_metrics(columns: Sequence[ModelColumn]) -> list[str]:
+    """The distances any model has, in ``DISTANCES`` order (the score JSON's)."""
+    return [m for m in DISTANCES if any(c.sets and m in c.sets.distances for c in columns)]
+
+
 def _summary(columns: Sequence[ModelColumn], records: dict[str, dict[str, Record]], reference: str | None) -> str:
     """One row per model; branch columns are the top-level branches any model has items in."""
     branches = sorted({branch_of(r) for by_path in records.values() for r in by_path.values()})
+    metrics = _distance_metrics(columns)
     headers = ["model", "weights", "items written", "mean CLAP score (items)"] + [f"CLAP: {b}" for b in branches]
-    headers += ["FD_clap", "files (model / reference)"] if reference else []
+    headers += [NAMES[m] for m in metrics] + ["files (model / reference)"] if reference else []
     rows = []
     for column in columns:
         mine = list(records[column.label].values())
@@ -70,16 +78,16 @@ def _summary(columns: Sequence[ModelColumn], records: dict[str, dict[str, Record
                f"{len(written)} of {len(mine)}", _mean(_scores(mine))]  # fmt: skip
         row += [_mean(_scores([r for r in mine if branch_of(r) == b])) for b in branches]
         if reference:
-            fd = column.frechet
-            row += ["-" if fd is None or fd.distance is None else f"{fd.distance:.4g}",
-                    "-" if fd is None else f"{fd.count} / {fd.reference_count}"]  # fmt: skip
+            found = column.sets.distances if column.sets else {}
+            row += ["-" if m not in found or found[m].value is None else f"{found[m].value:.4g}" for m in metrics]
+            row.append("-" if column.sets is None else f"{column.sets.count} / {column.sets.reference_count}")
         rows.append(row)
     return html_table(headers, rows, numeric=range(2, len(headers)))
 
 
 def _warnings(columns: Sequence[ModelColumn]) -> str:
-    """FD_clap's size warnings, each once."""
-    warnings = dict.fromkeys(w for c in columns if c.frechet for w in c.frechet.warnings)
+    """The distances' warnings (too few files or frames, unpaired files), each once per page."""
+    warnings = dict.fromkeys(w for c in columns if c.sets for d in c.sets.distances.values() for w in d.warnings)
     return "".join(f'<p class="warning">{html.escape(w)}</p>' for w in warnings)
 
 
@@ -116,10 +124,13 @@ def render_comparison(output_dir: Path, columns: Sequence[ModelColumn], referenc
     title = f"Model comparison: {output_dir.resolve().name}"
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     basis = (
-        f"FD_clap: Fréchet distance on CLAP audio embeddings to the audio of {html.escape(reference)}; lower is closer "
-        "(on unit vectors: 0 to a few, not comparable with FD_openl3's tens to hundreds; docs/evaluation.md). "
-        "It rests on the file counts shown: with fewer files than embedding dimensions it mostly measures the counts."
-        if reference else "No --reference: no FD_clap."
+        f"Distances to the audio of {html.escape(reference)}, lower is closer (docs/evaluation.md): FD_openl3, Fréchet "
+        "distance on OpenL3 frame embeddings (1 s every 0.5 s, left and right); KL_passt, mean KL divergence of PaSST's "
+        "class probabilities of each item and the reference file of its id (path without extension); FD_clap, "
+        "Fréchet distance on CLAP audio embeddings (unit vectors: 0 to a few, not comparable with FD_openl3). "
+        "They rest on the file counts shown: with fewer files (FD_openl3: frames) than embedding dimensions a "
+        "Fréchet distance mostly measures the counts."
+        if reference else "No --reference: no distances."
     )  # fmt: skip
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}{CELL_STYLE}</style></head>

@@ -26,9 +26,12 @@ from ..output.resume import VALID_STATUSES
 from ..run import cli as generate_cli
 from ..run.distributed import join_job, shutdown
 from ..run.exits import EXIT_JOB_FAILED, EXIT_OK, EXIT_USAGE
-from ..scoring.clap import ClapLoadError, ClapScorer
-from ..scoring.frechet import frechet_distance, set_size
-from .comparison import FrechetResult, ModelColumn, write_comparison
+from ..scoring.clap import ClapLoadError
+from ..scoring.openl3 import Openl3LoadError
+from ..scoring.options import DEFAULT_DISTANCES
+from ..scoring.passt import PasstLoadError
+from ..scoring.sets import NAMES, Distance, SetModelOptions, SetModels, embed_files, embedding_spaces, set_distances
+from .comparison import ModelColumn, SetResults, write_comparison
 from .models import EvaluateInputError, Model, models_of
 
 # evaluate's flags generate.py takes as they are (dest -> flag), given when set; SWITCHES are store_true flags
@@ -50,13 +53,26 @@ def reference_files(folder: Path | None) -> list[Path]:
     return files
 
 
+def set_options(args: argparse.Namespace) -> SetModelOptions:
+    """``--metrics`` (default: fd_clap) and the flags naming their models."""
+    return SetModelOptions(args.metrics or DEFAULT_DISTANCES, args.clap_model, args.openl3_content_type or "music",
+                           args.openl3_weights, args.passt_weights)  # fmt: skip
+
+
 def check_inputs(args: argparse.Namespace) -> tuple[list[Model], list[Path]]:
     """The models and reference files, or ``EvaluateInputError`` for the first flag that cannot work."""
     if not args.cond_yaml_path.is_file():
         raise EvaluateInputError(f"--cond-yaml-path {args.cond_yaml_path}: no such file")
     if args.output_dir.exists() and not args.output_dir.is_dir():
         raise EvaluateInputError(f"--output-dir {args.output_dir}: exists and is not a folder")
-    return models_of(args), reference_files(args.reference)
+    if args.reference is None and (args.metrics or args.openl3_content_type or args.openl3_weights or args.passt_weights):
+        raise EvaluateInputError("--metrics/--openl3-*/--passt-weights: distances to --reference DIR, and none is given")
+    models, reference = models_of(args), reference_files(args.reference)
+    if reference:  # weights files the distances need, before anything is generated
+        _, problems = embedding_spaces(set_options(args))
+        if problems:
+            raise EvaluateInputError("; ".join(problems))
+    return models, reference
 
 
 def generate_flags(args: argparse.Namespace, model: Model) -> list[str]:
@@ -76,22 +92,30 @@ def written_files(folder: Path) -> list[tuple[Path, float]]:
             if record.get("status") in VALID_STATUSES and (folder / relpath).is_file()]  # fmt: skip
 
 
-def frechet_results(args: argparse.Namespace, models: list[Model], reference: list[Path]) -> dict[str, FrechetResult]:
-    """Each model's FD_clap to the reference set (Fréchet distance on CLAP audio embeddings), with the sizes it rests on."""
-    scorer = ClapScorer.load(args.clap_model)
-    ref = scorer.file_embeddings([(path, None) for path in reference])
-    ref_size = set_size(ref, f"--reference {args.reference}")
+def set_results(args: argparse.Namespace, models: list[Model], reference: list[Path]) -> dict[str, SetResults]:
+    """Each model's distances to the reference set (``--metrics``), with the file counts they rest on."""
+    options = set_options(args)
+    set_models = SetModels.load(options)
+    ref_rel = [path.relative_to(args.reference).as_posix() for path in reference]
+    ref = embed_files(set_models, args.reference, ref_rel)
+    gaussians, probs = ref.gaussians(), ref.probabilities_by_id() if "kl_passt" in options.metrics else None
     results = {}
     for model in models:
-        own = scorer.file_embeddings(written_files(args.output_dir / model.label))
-        size = set_size(own, model.label)
-        distance = frechet_distance(own, ref) if min(len(own), len(ref)) >= 2 else None
-        warnings = tuple(w for w in (size.warning, ref_size.warning) if w)
-        if distance is None:
-            warnings = (f"{model.label}: {size.count} files against {ref_size.count} reference files: no distance, "
-                        "each side's covariance needs at least 2",) + warnings  # fmt: skip
-        results[model.label] = FrechetResult(distance, size.count, ref_size.count, warnings)
+        folder = args.output_dir / model.label
+        files = written_files(folder)
+        own = embed_files(set_models, folder, [path.relative_to(folder).as_posix() for path, _ in files],
+                          [seconds for _, seconds in files])  # fmt: skip
+        distances = set_distances(options.metrics, own, gaussians, probs, model.label, f"--reference {args.reference}")
+        for metric in options.metrics:  # a reference of one file: no Gaussian, so no distance; say why
+            distances.setdefault(metric, _no_distance(metric, len(ref_rel), args.reference))
+        results[model.label] = SetResults(distances, len(files), len(ref_rel))
     return results
+
+
+def _no_distance(metric: str, count: int, reference: Path) -> Distance:
+    """A Fréchet metric the reference has too few files for."""
+    return Distance(metric, None, "", (f"{NAMES[metric]}: --reference {reference}: {count} file: no distance, a "
+                                       "covariance needs at least 2",))  # fmt: skip
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -118,11 +142,11 @@ def evaluate(args: argparse.Namespace) -> int:
     if not ctx.is_main:
         return EXIT_OK
     try:
-        frechet = frechet_results(args, models, reference) if reference else {}
-    except ClapLoadError as exc:
-        print(f"error: --reference needs CLAP embeddings: {exc} (--clap-model)", file=sys.stderr)
+        sets = set_results(args, models, reference) if reference else {}
+    except (ClapLoadError, Openl3LoadError, PasstLoadError) as exc:
+        print(f"error: --reference needs the models of --metrics: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    columns = [ModelColumn(m.label, m.source, args.output_dir / m.label, frechet.get(m.label)) for m in models]
+    columns = [ModelColumn(m.label, m.source, args.output_dir / m.label, sets.get(m.label)) for m in models]
     page = write_comparison(args.output_dir, columns, str(args.reference) if reference else None)
     print(f"comparison of {len(models)} models: {page}", flush=True)
     return EXIT_OK

@@ -2,16 +2,18 @@
 
 Per file, ``clap``: the CLAP score (``scoring.clap``, stable-audio-metrics' recipe) of the file, whole,
 against its captions (the mean over them when a file has several; with one, the published score). Per
-set, ``clap``: the mean of the files' scores, and ``fd_clap``: the Fréchet distance of the files' CLAP
-audio embeddings to a reference set (``--reference DIR``) or to its statistics saved earlier
-(``--reference-stats FILE``, ``scoring.stats_file``). Metric names are the JSON keys; a further metric
-is a further name in ``scoring.options``' ``SCORES`` or ``DISTANCES`` and its computation beside these.
+set, ``clap``: the mean of the files' scores; and the distances to a reference set (``--reference DIR``,
+or for the Fréchet ones its statistics saved earlier, ``--reference-stats FILE``, ``scoring.stats_file``):
+``fd_openl3`` and ``kl_passt`` (the SAO paper's; KL pairs each file with the reference file of its id,
+the path without extension) and ``fd_clap`` (``scoring.sets`` computes all three). Metric names are the
+JSON keys (``scoring.options``).
 
 Every input is checked on rank 0 before anything is embedded (captions as ``finetune.py prepare``
-reads them, every audio header, the stats file and the model it was made with), and every problem is
-listed at once: exit 2, nothing written. Under torchrun the files (and reference files) are sharded
-over the ranks, each embeds its share on its device, and rank 0 gathers them in file order, computes
-the set metrics, writes the JSON (and ``--save-stats``) atomically and prints the table.
+reads them, every audio header, the file ids KL_passt pairs, the weights files, the stats file and
+what it was made with), and every problem is listed at once: exit 2, nothing written. Under torchrun
+the files (and reference files) are sharded over the ranks, each embeds its share on its device, and
+rank 0 gathers them in file order (OpenL3's frames as their sums), computes the set metrics, writes
+the JSON (and ``--save-stats``) atomically and prints the table.
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ from ..output.atomic import atomic_write_text
 from ..output.audio_io import audio_header
 from ..run.distributed import DistContext, all_gather, broadcast_from_main, join_job, shard, shutdown
 from ..run.exits import EXIT_JOB_FAILED, EXIT_OK, EXIT_USAGE
-from ..scoring.clap import ClapLoadError, ClapScorer, checkpoint_identity, cosine_scores
-from ..scoring.clap_recipe import RECIPE_VERSION
-from ..scoring.frechet import Gaussian, frechet_between, gaussian_of, size_warning
-from ..scoring.options import DISTANCES, SCORES
+from ..scoring.clap import ClapLoadError, cosine_scores
+from ..scoring.frechet import Gaussian
+from ..scoring.openl3 import Openl3LoadError
+from ..scoring.options import DEFAULT_DISTANCES, DISTANCES, FRECHET, SCORES
+from ..scoring.passt import PasstLoadError
+from ..scoring.sets import (NAMES, Distance, SetEmbeddings, SetModelOptions, SetModels, duplicate_ids, embed_files,
+                            embedding_spaces, set_distances, unpaired)  # fmt: skip
 from ..scoring.stats_file import EmbeddingSpace, StatsFileError, StoredStats, load_stats, save_stats, space_problem
 
 LOG_WIDTH = 160  # table columns when writing to a log file rather than a terminal
@@ -45,19 +50,29 @@ LOG_WIDTH = 160  # table columns when writing to a log file rather than a termin
 class ScoreInputs:
     """What rank 0 found and checked: the files (relpaths, sorted), their captions, the reference."""
 
-    metrics: tuple[str, ...]
+    options: SetModelOptions
     files: list[str]
     captions: dict[str, tuple[str, ...]] = field(default_factory=dict)  # only when clap is asked for
     reference: list[str] = field(default_factory=list)  # relpaths under --reference
     stats: dict[str, StoredStats] | None = None  # --reference-stats
-    space: EmbeddingSpace | None = None  # the CLAP embeddings this run makes
+    spaces: dict[str, EmbeddingSpace] = field(default_factory=dict)  # the embeddings this run makes, by metric
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return self.options.metrics
 
 
 def requested_metrics(args: argparse.Namespace) -> tuple[str, ...]:
     """``--metrics``, or by default ``clap`` and, with a reference, ``fd_clap``."""
     if args.metrics:
         return args.metrics
-    return SCORES + (DISTANCES if args.reference or args.reference_stats else ())
+    return SCORES + (DEFAULT_DISTANCES if args.reference or args.reference_stats else ())
+
+
+def model_options(args: argparse.Namespace, metrics: tuple[str, ...]) -> SetModelOptions:
+    """The metrics and the flags naming their models."""
+    return SetModelOptions(metrics, args.clap_model, args.openl3_content_type or "music", args.openl3_weights,
+                           args.passt_weights)  # fmt: skip
 
 
 def _flag_problems(args: argparse.Namespace, metrics: tuple[str, ...]) -> list[str]:
@@ -70,13 +85,23 @@ def _flag_problems(args: argparse.Namespace, metrics: tuple[str, ...]) -> list[s
     if has_reference and not distances:
         flag = "--reference" if args.reference is not None else "--reference-stats"
         problems.append(f"{flag}: no metric of --metrics {','.join(metrics)} uses it (add {','.join(DISTANCES)})")
+    if "kl_passt" in metrics and args.reference_stats is not None:
+        problems.append(f"--metrics kl_passt: pairs each file with the reference file of its id, so it needs --reference "
+                        f"DIR; a statistics file holds no files ({args.reference_stats})")  # fmt: skip
     if args.save_stats is not None and args.reference is None:
         problems.append("--save-stats: saves the statistics of --reference DIR's audio, and no --reference is given")
+    elif args.save_stats is not None and not set(FRECHET) & set(metrics):
+        problems.append(f"--save-stats: a statistics file holds {' and '.join(FRECHET)}, and --metrics "
+                        f"{','.join(metrics)} asks for neither")  # fmt: skip
     if "clap" not in metrics and (args.captions or args.file_column or args.caption_column):
         problems.append("--captions/--file-column/--caption-column: only the clap metric reads captions, and "
                         f"--metrics {','.join(metrics)} leaves it out")  # fmt: skip
     if args.captions is None and (args.file_column or args.caption_column):
         problems.append("--file-column and --caption-column apply to a --captions file, and none is given")
+    for flags, metric, given in (("--openl3-content-type/--openl3-weights", "fd_openl3", args.openl3_content_type or args.openl3_weights),
+                                 ("--passt-weights", "kl_passt", args.passt_weights)):  # fmt: skip
+        if given and metric not in metrics:
+            problems.append(f"{flags}: only {metric} uses them, and --metrics {','.join(metrics)} leaves it out")
     for flag, path in (("--output", args.output), ("--save-stats", args.save_stats)):
         if path is not None and path.is_dir():
             problems.append(f"{flag} {path}: is a folder; give a file name")
@@ -128,9 +153,26 @@ def _captions(args: argparse.Namespace, files: list[str]) -> tuple[dict[str, tup
     return captions, problems
 
 
+def _pairing_problems(args: argparse.Namespace, files: list[str], reference: list[str]) -> list[str]:
+    """KL_passt's pairs: ids two files of a folder share, files without a reference file of their id and back."""
+    problems = [f"{flag} {folder}: two files with one id (KL_passt pairs by path without extension): {few(twice)}"
+                for flag, folder, found in (("--audio-dir", args.audio_dir, files), ("--reference", args.reference, reference))
+                if (twice := duplicate_ids(found))]  # fmt: skip
+    alone, unused = unpaired(files, reference)
+    if alone:
+        problems.append(f"--metrics kl_passt: {counted(len(alone), 'file')} of --audio-dir {args.audio_dir} without a file "
+                        f"of the same id (path without extension) in --reference {args.reference}: "
+                        f"{few([repr(r) for r in alone])}")  # fmt: skip
+    if unused:
+        problems.append(f"--metrics kl_passt: {counted(len(unused), 'file')} of --reference {args.reference} without a "
+                        f"file of the same id in --audio-dir {args.audio_dir}: {few([repr(r) for r in unused])}")  # fmt: skip
+    return problems
+
+
 def check_inputs(args: argparse.Namespace) -> tuple[ScoreInputs | None, list[str]]:
     """Everything that can be checked before embedding, every problem found (rank 0 only: it reads every header)."""
     metrics = requested_metrics(args)
+    options = model_options(args, metrics)
     problems = _flag_problems(args, metrics)
     files, found = _audio_files(args.audio_dir, "--audio-dir")
     problems += found
@@ -142,46 +184,46 @@ def check_inputs(args: argparse.Namespace) -> tuple[ScoreInputs | None, list[str
     if args.reference is not None:
         reference, found = _audio_files(args.reference, "--reference")
         problems += found
-    space, stats = None, None
-    try:
-        space = EmbeddingSpace(*checkpoint_identity(args.clap_model, None), RECIPE_VERSION)
-    except (OSError, ValueError) as exc:  # not in the cache offline, no such repo, not a repo id
-        problems.append(f"--clap-model {args.clap_model}: cannot load it ({str(exc).strip().splitlines()[0]})")
+        if "kl_passt" in metrics and files and reference:
+            problems += _pairing_problems(args, files, reference)
+    spaces, found = embedding_spaces(options)
+    problems += found
+    stats = None
     if args.reference_stats is not None:
         try:
             stats = load_stats(args.reference_stats)
         except StatsFileError as exc:
             problems.append(str(exc))
         else:
-            problems += [why for metric in metrics if metric in DISTANCES and space is not None
-                         and (why := space_problem(stats, metric, space, args.reference_stats))]  # fmt: skip
-    if any(m in DISTANCES for m in metrics):
+            problems += [why for metric in metrics if metric in FRECHET and metric in spaces
+                         and (why := space_problem(stats, metric, spaces[metric], args.reference_stats))]  # fmt: skip
+    if set(FRECHET) & set(metrics):
         for flag, folder, found_files in (("--audio-dir", args.audio_dir, files), ("--reference", args.reference, reference)):
             if folder is not None and 0 < len(found_files) < 2:
                 problems.append(f"{flag} {folder}: 1 audio file; a Fréchet distance needs at least 2 on each side")
     if problems:
         return None, problems
-    return ScoreInputs(metrics, files, captions, reference, stats, space), []
+    return ScoreInputs(options, files, captions, reference, stats, spaces), []
 
 
-def _embed_share(ctx: DistContext, scorer: ClapScorer, folder: Path, relpaths: list[str],
-                 captions: dict[str, tuple[str, ...]]) -> list[tuple[str, np.ndarray, float | None]]:  # fmt: skip
-    """This rank's share of ``relpaths``: each file's audio embedding and (with captions) its CLAP score."""
+def _embed_share(ctx: DistContext, models: SetModels, folder: Path, relpaths: list[str],
+                 captions: dict[str, tuple[str, ...]]) -> tuple[SetEmbeddings, dict[str, float]]:  # fmt: skip
+    """This rank's share of ``relpaths`` embedded by every model, and (with captions) each file's CLAP score."""
     mine = shard(relpaths, ctx.world_size, ctx.rank)
-    audio = scorer.file_embeddings([(folder / relpath, None) for relpath in mine])
-    scores: list[float | None] = [None] * len(mine)
-    if captions:
+    embedded = embed_files(models, folder, mine)
+    scores: dict[str, float] = {}
+    if captions and mine:
         texts = [text for relpath in mine for text in captions[relpath]]
         owners = np.repeat(np.arange(len(mine)), [len(captions[relpath]) for relpath in mine])
-        cosines = cosine_scores(scorer.text_embeddings(texts), audio[owners])
-        scores = [float(np.mean(cosines[owners == index])) for index in range(len(mine))]
-    return list(zip(mine, audio, scores))
+        cosines = cosine_scores(models.clap.text_embeddings(texts), embedded.clap[owners])
+        scores = {relpath: float(np.mean(cosines[owners == index])) for index, relpath in enumerate(mine)}
+    return embedded, scores
 
 
-def _gathered(ctx: DistContext, share: list[tuple[str, np.ndarray, float | None]], order: list[str]) -> tuple[np.ndarray, list[float | None]]:
-    """Every rank's share on rank 0, in ``order``: the embeddings (n, dim) and the scores."""
-    by_path = {relpath: (embedding, score) for part in all_gather(ctx, share) for relpath, embedding, score in part}
-    return np.stack([by_path[relpath][0] for relpath in order]), [by_path[relpath][1] for relpath in order]
+def _gathered(ctx: DistContext, share: tuple[SetEmbeddings, dict[str, float]], order: list[str]) -> tuple[SetEmbeddings, dict[str, float]]:
+    """Every rank's share on rank 0 as one set in ``order``, and the scores."""
+    parts = all_gather(ctx, share)
+    return SetEmbeddings.join([part for part, _ in parts], order), {k: v for _, scores in parts for k, v in scores.items()}
 
 
 @dataclass(frozen=True)
@@ -189,28 +231,30 @@ class SetResult:
     """A set metric's value and what it rests on, for the table."""
 
     name: str
-    value: float
+    value: float | None
     basis: str
 
 
-def _results(args: argparse.Namespace, inputs: ScoreInputs, embeddings: np.ndarray, scores: list[float | None],
-             reference: Gaussian | None) -> tuple[dict, list[SetResult], list[str]]:  # fmt: skip
+def _reference_name(args: argparse.Namespace) -> str:
+    return f"--reference {args.reference}" if args.reference is not None else f"--reference-stats {args.reference_stats}"
+
+
+def _results(args: argparse.Namespace, inputs: ScoreInputs, own: SetEmbeddings, scores: dict[str, float],
+             distances: dict[str, Distance]) -> tuple[dict, list[SetResult], list[str]]:  # fmt: skip
     """The JSON document, the table's rows and the size warnings."""
-    files = {relpath: ({"clap": score} if "clap" in inputs.metrics else {}) for relpath, score in zip(inputs.files, scores)}
-    sets: dict[str, float] = {}
+    files = {relpath: ({"clap": scores[relpath]} if "clap" in inputs.metrics else {}) for relpath in inputs.files}
+    sets: dict[str, float | None] = {}
     rows, warnings = [], []
     if "clap" in inputs.metrics:
-        sets["clap"] = float(np.mean([score for score in scores if score is not None]))
-        rows.append(SetResult("CLAP score", sets["clap"], f"mean of {counted(len(files), 'file')}: prompt-audio cosine in "
-                                                          f"[-1, 1], {inputs.space.model}"))  # fmt: skip
-    if "fd_clap" in inputs.metrics and reference is not None:
-        sets["fd_clap"] = frechet_between(gaussian_of(embeddings), reference)
-        source = f"--reference {args.reference}" if args.reference is not None else f"--reference-stats {args.reference_stats}"
-        rows.append(SetResult("FD_clap", sets["fd_clap"], f"{len(files)} files vs {reference.count} reference files "
-                                                          f"({source}); lower is closer"))  # fmt: skip
-        dim = embeddings.shape[1]
-        warnings += [w for w in (size_warning(len(files), dim, f"--audio-dir {args.audio_dir}"),
-                                 size_warning(reference.count, dim, source)) if w]  # fmt: skip
+        sets["clap"] = float(np.mean(list(scores.values())))
+        rows.append(SetResult(NAMES["clap"], sets["clap"], f"mean of {counted(len(files), 'file')}: prompt-audio cosine "
+                                                           f"in [-1, 1], {inputs.spaces['fd_clap'].model}"))  # fmt: skip
+    for metric in DISTANCES:
+        if metric in distances:
+            found = distances[metric]
+            sets[metric] = found.value
+            rows.append(SetResult(NAMES[metric], found.value, f"{found.basis} ({_reference_name(args)}); lower is closer"))
+            warnings += found.warnings
     return {"files": files, "sets": sets}, rows, warnings
 
 
@@ -224,7 +268,8 @@ def _print_table(args: argparse.Namespace, rows: list[SetResult], warnings: list
     table.add_column("value", justify="right")
     table.add_column("basis")
     for row in rows:
-        table.add_row(row.name, f"{row.value:.4f}" if row.name == "CLAP score" else f"{row.value:.4g}", Text(row.basis))  # Text: a path holding [brackets] is not markup
+        value = "-" if row.value is None else f"{row.value:.4f}" if row.name == NAMES["clap"] else f"{row.value:.4g}"
+        table.add_row(row.name, value, Text(row.basis))  # Text: a path holding [brackets] is not markup
     console.print(table)
     for line in warnings:
         console.print(f"warning: {line}", soft_wrap=True, markup=False)
@@ -232,20 +277,26 @@ def _print_table(args: argparse.Namespace, rows: list[SetResult], warnings: list
         console.print(line, soft_wrap=True, markup=False)
 
 
-def _finish(args: argparse.Namespace, inputs: ScoreInputs, embeddings: np.ndarray, scores: list[float | None],
-            reference: np.ndarray | None) -> None:  # fmt: skip
+def _finish(args: argparse.Namespace, inputs: ScoreInputs, own: SetEmbeddings, scores: dict[str, float],
+            reference: SetEmbeddings | None) -> None:  # fmt: skip
     """Rank 0: the set metrics, the JSON and the stats file (atomically), the table."""
-    ref_gaussian = gaussian_of(reference) if reference is not None else None
-    if ref_gaussian is None and inputs.stats is not None:
-        ref_gaussian = inputs.stats["fd_clap"].gaussian
-    document, rows, warnings = _results(args, inputs, embeddings, scores, ref_gaussian)
+    gaussians: dict[str, Gaussian] = reference.gaussians() if reference is not None else {}
+    if reference is None and inputs.stats is not None:
+        gaussians = {metric: stored.gaussian for metric, stored in inputs.stats.items() if metric in inputs.metrics}
+    probs = reference.probabilities_by_id() if reference is not None and "kl_passt" in inputs.metrics else None
+    distances = set_distances(inputs.metrics, own, gaussians, probs, f"--audio-dir {args.audio_dir}", _reference_name(args))
+    document, rows, warnings = _results(args, inputs, own, scores, distances)
     written = []
     if args.output is not None:
         atomic_write_text(args.output, json.dumps(document, indent=1) + "\n")
         written.append(f"scores: {args.output}")
-    if args.save_stats is not None and ref_gaussian is not None:
-        save_stats(args.save_stats, {"fd_clap": StoredStats(ref_gaussian, inputs.space)}, str(args.reference))
-        written.append(f"reference statistics ({ref_gaussian.count} files): {args.save_stats}; next time: --reference-stats {args.save_stats}")
+    saved = {metric: StoredStats(gaussians[metric], inputs.spaces[metric]) for metric in FRECHET
+             if metric in inputs.metrics and metric in gaussians}  # fmt: skip
+    if args.save_stats is not None and saved:
+        save_stats(args.save_stats, saved, str(args.reference))
+        counts = ", ".join(f"{NAMES[metric]}: {stored.gaussian.count} {'frames' if metric == 'fd_openl3' else 'files'}"
+                           for metric, stored in saved.items())  # fmt: skip
+        written.append(f"reference statistics ({counts}): {args.save_stats}; next time: --reference-stats {args.save_stats}")
     _print_table(args, rows, warnings, written)
 
 
@@ -262,21 +313,22 @@ def score(args: argparse.Namespace) -> int:
                 print("\n".join(f"  {problem}" for problem in problems), file=sys.stderr)
             return EXIT_USAGE
         try:
-            scorer = ClapScorer.load(args.clap_model, device=ctx.device)
-        except ClapLoadError as exc:
+            models = SetModels.load(inputs.options, ctx.device)
+        except (ClapLoadError, Openl3LoadError, PasstLoadError) as exc:
             if ctx.is_main:
-                print(f"error: --clap-model: {exc}; nothing was written", file=sys.stderr)
+                flag = {ClapLoadError: "--clap-model", Openl3LoadError: "--openl3-weights"}.get(type(exc), "--passt-weights")
+                print(f"error: {flag}: {exc}; nothing was written", file=sys.stderr)
             return EXIT_USAGE
         if ctx.is_main:
             print(f"score: {counted(len(inputs.files), 'file')}" + (f" and {len(inputs.reference)} reference files"
                   if inputs.reference else "") + f" on {counted(ctx.world_size, 'rank')}", flush=True)  # fmt: skip
-        share = _embed_share(ctx, scorer, args.audio_dir, inputs.files, inputs.captions if "clap" in inputs.metrics else {})
-        embeddings, scores = _gathered(ctx, share, inputs.files)
+        captions = inputs.captions if "clap" in inputs.metrics else {}
+        own, scores = _gathered(ctx, _embed_share(ctx, models, args.audio_dir, inputs.files, captions), inputs.files)
         reference = None
         if inputs.reference:
-            reference, _ = _gathered(ctx, _embed_share(ctx, scorer, args.reference, inputs.reference, {}), inputs.reference)
+            reference, _ = _gathered(ctx, _embed_share(ctx, models, args.reference, inputs.reference, {}), inputs.reference)
         if ctx.is_main:
-            _finish(args, inputs, embeddings, scores, reference)
+            _finish(args, inputs, own, scores, reference)
         return EXIT_OK
     finally:
         shutdown(ctx)

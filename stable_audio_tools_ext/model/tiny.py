@@ -41,6 +41,9 @@ DEMO_REPO_ID = "stabilityai/stable-audio-open-1.0"
 SMALL_REPO_ID = "stabilityai/stable-audio-open-small"
 T5_REPO_ID = "t5-base"
 CLAP_REPO_ID = "laion/clap-htsat-fused"  # scoring.clap's default checkpoint (its docstring says why)
+# Under a cache's HF_HOME: the TORCH_HOME whose hub/checkpoints/ holds the tiny stand-ins of OpenL3 and PaSST
+# (scoring.standins writes them there, where torch hub keeps the real downloads; offline_hub_env points at it)
+TORCH_HOME_DIR = "torch"
 
 # Written last into a finished build; its presence is what "complete" means.
 _MARKER = "tiny_sao.json"
@@ -202,12 +205,20 @@ def offline_hub_env(hf_home: Path, base: Mapping[str, str] | None = None) -> dic
     Meant for subprocesses (torchrun, the demo): huggingface_hub reads these variables at
     import time, so they cannot be switched inside a process that already imported it.
     The more specific cache variables are removed because they would override ``HF_HOME``.
+    ``TORCH_HOME`` points at ``torch_home(hf_home)``, so OpenL3 and PaSST (FD_openl3, KL_passt) read
+    their weights from torch hub's cache there: the stand-ins, when ``scoring.standins`` wrote them.
     """
     env = dict(os.environ if base is None else base)
     for key in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE"):
         env.pop(key, None)
-    env.update(HF_HOME=str(Path(hf_home).resolve()), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.update(HF_HOME=str(Path(hf_home).resolve()), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               TORCH_HOME=str(torch_home(hf_home)))  # fmt: skip
     return env
+
+
+def torch_home(hf_home: Path) -> Path:
+    """The ``TORCH_HOME`` that goes with the cache ``hf_home`` (``offline_hub_env``): ``hf_home/torch``."""
+    return Path(hf_home).resolve() / TORCH_HOME_DIR
 
 
 def build_tiny_hub_cache(

@@ -42,6 +42,7 @@ import torch
 
 from .clap import Clip
 from .clap_recipe import peak_normalize
+from .hub_weights import cached_path, weights_file
 
 CONTENT_TYPES = ("music", "env")
 INPUT_REPR = "mel256"
@@ -148,17 +149,23 @@ class Openl3Embedder:
         return torch.cat(chunks).numpy()
 
 
+def weights_path(content_type: str, weights: Path | None = None) -> Path:
+    """The OpenL3 weights file ``load`` reads: ``weights``, or torch hub's cached copy (downloaded once if missing)."""
+    name = weights_file_name(content_type)
+    try:
+        return weights_file(weights, name, WEIGHTS_URL.format(name=name))
+    except OSError as exc:  # missing file, offline (URLError is an OSError)
+        raise Openl3LoadError(f"cannot read the OpenL3 weights {weights or cached_path(name)}: {exc}; download "
+                              f"{WEIGHTS_URL.format(name=name)} there (docs/evaluation.md)") from exc  # fmt: skip
+
+
 def _read_weights(content_type: str, weights: Path | None) -> dict[str, torch.Tensor]:
     """The state dict in ``weights``, or torchopenl3's file through torch hub's cache."""
+    path = weights_path(content_type, weights)
     try:
-        if weights is not None:
-            return torch.load(weights, map_location="cpu", weights_only=True)
-        name = weights_file_name(content_type)
-        return torch.hub.load_state_dict_from_url(WEIGHTS_URL.format(name=name), map_location="cpu",
-                                                  progress=False, weights_only=True)  # fmt: skip
-    except (OSError, RuntimeError, ValueError) as exc:  # missing file, offline (URLError is an OSError), not torch's
-        where = weights or Path(torch.hub.get_dir()) / "checkpoints" / weights_file_name(content_type)
-        raise Openl3LoadError(f"cannot read the OpenL3 weights {where}: {exc}; download "
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError) as exc:  # unreadable, not torch's
+        raise Openl3LoadError(f"cannot read the OpenL3 weights {path}: {exc}; download "
                               f"{WEIGHTS_URL.format(name=weights_file_name(content_type))} there "
                               "(docs/evaluation.md)") from exc  # fmt: skip
 

@@ -46,6 +46,7 @@ import torch
 
 from .clap import Clip
 from .clap_recipe import peak_normalize, resample
+from .hub_weights import cached_path, weights_file
 
 SAMPLE_RATE = 32000  # passt_kld's SAMPLING_RATE, PaSST's rate
 WINDOW_SECONDS = 10  # return_probabilities' window_size: PaSST's training clip length
@@ -138,15 +139,22 @@ class PasstClassifier:
             return self.model(torch.from_numpy(batch).to(self.device)).float().cpu()
 
 
+def weights_path(weights: Path | None = None) -> Path:
+    """The PaSST weights file ``load`` reads: ``weights``, or torch hub's cached copy (downloaded once if missing)."""
+    try:
+        return weights_file(weights, WEIGHTS_FILE, WEIGHTS_URL)
+    except OSError as exc:  # missing file, offline (URLError is an OSError)
+        raise PasstLoadError(f"cannot read the PaSST weights {weights or cached_path(WEIGHTS_FILE)}: {exc}; download "
+                             f"{WEIGHTS_URL} there (docs/evaluation.md)") from exc  # fmt: skip
+
+
 def _read_weights(weights: Path | None) -> dict[str, torch.Tensor]:
     """The state dict in ``weights``, or hear21passt's PaSST-S file through torch hub's cache."""
+    path = weights_path(weights)
     try:
-        if weights is not None:
-            return torch.load(weights, map_location="cpu", weights_only=True)
-        return torch.hub.load_state_dict_from_url(WEIGHTS_URL, map_location="cpu", progress=False, weights_only=True)
-    except (OSError, RuntimeError, ValueError) as exc:  # missing file, offline (URLError is an OSError), not torch's
-        where = weights or Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
-        raise PasstLoadError(f"cannot read the PaSST weights {where}: {exc}; download {WEIGHTS_URL} there "
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError) as exc:  # unreadable, not torch's
+        raise PasstLoadError(f"cannot read the PaSST weights {path}: {exc}; download {WEIGHTS_URL} there "
                              "(docs/evaluation.md)") from exc  # fmt: skip
 
 

@@ -1,11 +1,14 @@
 """``finetune.py score``: any folder of audio scored with the tiny CLAP of the offline hub.
 
-Real WAV files written here, real embeddings (the tiny random CLAP of the real architecture), the
+Real WAV files written here, real embeddings (the tiny random CLAP of the real architecture; the tiny
+OpenL3 and PaSST stand-ins, read from torch hub's cache of the offline hub by the real loaders), the
 JSON and stats files read back; one torchrun run against the one-process result.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -64,6 +67,26 @@ def scored(folders, small_hub) -> dict:
 
 
 @pytest.fixture(scope="module")
+def paired(folders) -> Path:
+    """``pair/``: tones at ``gen/``'s paths, every other one in another format: a different set paired with gen/ by id."""
+    for index, relpath in enumerate(CAPTIONS):
+        noise((folders / "pair" / relpath).with_suffix(".flac" if index % 2 else ".wav"), 1.2, seed=20 + index,
+              tone=330.0 * (index + 1))  # fmt: skip
+    return folders / "pair"
+
+
+@pytest.fixture(scope="module")
+def all_four(folders, paired, standins) -> dict:
+    """gen against pair with every metric (OpenL3 and PaSST: the stand-ins), pair's statistics saved; the JSON, and
+    the terminal's table under ``"table"``."""
+    with contextlib.redirect_stdout(io.StringIO()) as table:
+        code = score("--audio-dir", folders / "gen", "--reference", paired, "--metrics", "clap,fd_clap,fd_openl3,kl_passt",
+                     "--output", folders / "all.json", "--save-stats", folders / "pair.npz")  # fmt: skip
+    assert code == 0
+    return {**json.loads((folders / "all.json").read_text()), "table": table.getvalue()}
+
+
+@pytest.fixture(scope="module")
 def scorer(small_hub) -> ClapScorer:
     return ClapScorer.load()
 
@@ -89,6 +112,22 @@ def test_a_set_against_itself_gives_fd_0_and_a_different_set_more(scored, folder
     assert "FD_clap" in table and "5 files vs 5 reference files" in table and "fewer than the 32 dimensions" in table
 
 
+def test_fd_openl3_and_kl_passt_of_a_set_against_itself_are_0_and_of_a_different_set_more(all_four, folders) -> None:
+    table = all_four["table"]  # gen (noise) against pair (tones), paired by id
+    assert all_four["sets"]["fd_openl3"] > 1e-3 and all_four["sets"]["kl_passt"] > 1e-3
+    assert "20 frames of 5 files vs 15 reference frames" in table  # 1 s, 1.4 s, ... clips: 2, 3, 4, 5, 6 frames; 1.2 s: 3
+    assert "5 pairs by file id" in table and "fewer than the 1024 dimensions" in table  # frames of left and right
+    out = folders / "self.json"
+    # pair/ against its own saved statistics (the Gaussian of its frames), and against itself for the paired KL
+    assert score("--audio-dir", folders / "pair", "--reference-stats", folders / "pair.npz", "--metrics", "fd_openl3",
+                 "--output", out) == 0  # fmt: skip
+    assert json.loads(out.read_text())["sets"] == {"fd_openl3": pytest.approx(0, abs=1e-4)}
+    assert score("--audio-dir", folders / "pair", "--reference", folders / "pair", "--metrics", "kl_passt",
+                 "--output", out) == 0  # fmt: skip
+    # a clip against itself: slightly below 0 from stable-audio-metrics' +1e-6 on the reference, at least -527e-6
+    assert json.loads(out.read_text())["sets"] == {"kl_passt": pytest.approx(-527e-6 / 2, abs=527e-6 / 2)}
+
+
 def test_saved_statistics_give_the_same_fd_and_hold_the_reference_gaussian(scored, folders, scorer) -> None:
     stats = load_stats(folders / "ref.npz")
     assert set(stats) == {"fd_clap"}
@@ -101,6 +140,51 @@ def test_saved_statistics_give_the_same_fd_and_hold_the_reference_gaussian(score
     out = folders / "from-stats.json"
     assert score("--audio-dir", folders / "gen", "--reference-stats", folders / "ref.npz", "--output", out) == 0
     assert json.loads(out.read_text()) == scored
+
+
+def test_all_four_metrics_in_the_json_and_the_statistics_of_both_frechet_distances(all_four, scored, folders) -> None:
+    assert set(all_four) == {"files", "sets", "table"} and set(all_four["sets"]) == {"fd_openl3", "kl_passt", "fd_clap", "clap"}
+    assert all_four["files"] == {relpath: {"clap": pytest.approx(value["clap"], abs=1e-6)}
+                                 for relpath, value in scored["files"].items()}  # fmt: skip
+    stats = load_stats(folders / "pair.npz")
+    assert set(stats) == {"fd_clap", "fd_openl3"}
+    space = stats["fd_openl3"].space
+    assert space.model == "torchopenl3 mel256 music 512-d" and space.revision.startswith("sha256:") and "openl3" in space.recipe
+    assert stats["fd_openl3"].gaussian.mean.shape == (1024,) and stats["fd_openl3"].gaussian.count == 15  # frames
+
+
+def test_statistics_of_another_metric_or_openl3_model_and_unpaired_files_are_exit_2(all_four, scored, folders, tmp_path,
+                                                                                     capsys) -> None:  # fmt: skip
+    outputs = ["--output", tmp_path / "scores.json"]
+    # a CLAP statistics file for fd_openl3; the music OpenL3's statistics for the env one
+    assert score("--audio-dir", folders / "gen", "--reference-stats", folders / "ref.npz", "--metrics", "fd_openl3",
+                 *outputs) == EXIT_USAGE  # fmt: skip
+    err = capsys.readouterr().err
+    assert f"--reference-stats {folders / 'ref.npz'}: holds no statistics for fd_openl3 (it has fd_clap)" in err
+    assert score("--audio-dir", folders / "gen", "--reference-stats", folders / "pair.npz", "--metrics", "fd_openl3",
+                 "--openl3-content-type", "env", *outputs) == EXIT_USAGE  # fmt: skip
+    err = capsys.readouterr().err
+    assert "fd_openl3 statistics were made with torchopenl3 mel256 music 512-d" in err
+    assert "not with torchopenl3 mel256 env 512-d" in err
+    # KL_passt pairs by id: ref/'s tones have other names; statistics hold no files; weights that are not there
+    (tmp_path / "gen2").mkdir()
+    for name in ("a.wav", "a.flac"):
+        noise(tmp_path / "gen2" / name, 1, seed=0)
+    assert score("--audio-dir", folders / "gen", "--reference", folders / "ref", "--metrics", "kl_passt",
+                 "--save-stats", tmp_path / "stats.npz", *outputs) == EXIT_USAGE  # fmt: skip
+    err = capsys.readouterr().err
+    assert f"--metrics kl_passt: 5 files of --audio-dir {folders / 'gen'} without a file of the same id" in err
+    assert "'dog.flac', 'hum.wav'" in err and f"5 files of --reference {folders / 'ref'} without a file" in err
+    assert "--save-stats: a statistics file holds fd_openl3 and fd_clap, and --metrics kl_passt asks for neither" in err
+    assert score("--audio-dir", tmp_path / "gen2", "--reference-stats", folders / "pair.npz", "--metrics",
+                 "kl_passt,fd_openl3", "--openl3-weights", tmp_path / "missing.pth.tar", *outputs) == EXIT_USAGE  # fmt: skip
+    err = capsys.readouterr().err
+    assert "--metrics kl_passt: pairs each file with the reference file of its id, so it needs --reference DIR" in err
+    assert f"--openl3-weights: cannot read the OpenL3 weights {tmp_path / 'missing.pth.tar'}" in err
+    assert score("--audio-dir", tmp_path / "gen2", "--reference", tmp_path / "gen2", "--metrics", "kl_passt",
+                 *outputs) == EXIT_USAGE  # fmt: skip
+    assert "two files with one id (KL_passt pairs by path without extension): 'a.flac' and 'a.wav'" in capsys.readouterr().err
+    assert not any(path.name.startswith(("scores", "stats")) for path in tmp_path.iterdir())
 
 
 def test_statistics_of_another_model_or_recipe_are_refused_by_name(scored, folders, small_hub, tmp_path, capsys) -> None:

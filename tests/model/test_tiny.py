@@ -110,4 +110,5 @@ def test_config_keeps_real_shapes_with_small_widths() -> None:
 
 def test_offline_env_points_only_at_hf_home(tmp_path: Path) -> None:
     env = offline_hub_env(tmp_path, {"HF_HUB_CACHE": "/elsewhere", "TRANSFORMERS_CACHE": "/x", "PATH": "/bin"})
-    assert env == {"HF_HOME": str(tmp_path.resolve()), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/bin"}
+    assert env == {"HF_HOME": str(tmp_path.resolve()), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/bin",
+                   "TORCH_HOME": str(tmp_path.resolve() / "torch")}  # fmt: skip

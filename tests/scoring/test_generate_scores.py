@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from stable_audio_tools_ext.output.manifest import load_records
 from stable_audio_tools_ext.run import cli, exits
 from tests.scoring.conftest import RUN
@@ -76,4 +78,15 @@ def test_min_clap_score_needs_split_and_score(scored_tree, tmp_path, capsys) -> 
     assert cli.main(args) == exits.EXIT_USAGE
     err = capsys.readouterr().err
     assert "--min-clap-score needs --split" in err and "--min-clap-score needs --score clap" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_set_metric_in_score_names_the_commands_that_compute_it(scored_tree, tmp_path, capsys) -> None:
+    args = ["--cond-yaml-path", str(scored_tree), "--output-dir", str(tmp_path / "out"), *RUN, "--score", "clap,fd_openl3"]
+    with pytest.raises(SystemExit) as stopped:  # a flag error: argparse's exit
+        cli.main(args)
+    assert stopped.value.code == exits.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "fd_openl3: a distance between a whole set and a reference set, not a per-item score" in err
+    assert "finetune.py score --audio-dir DIR --reference DIR" in err and "finetune.py evaluate --reference DIR" in err
     assert not (tmp_path / "out").exists()
