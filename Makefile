@@ -54,6 +54,7 @@ bench-sweep: install
 bench-finetune: install
 	$(PY) -m bench.finetune_throughput
 
-# generate.py --score clap: a tree generated without and with CLAP scoring, and scoring alone (docs/BENCHMARKS.md)
+# generate.py --score clap: a tree generated without and with CLAP scoring, and scoring alone; in the same run
+# files per second of the CLAP score, FD_openl3 (OpenL3 frames) and KL_passt (PaSST probabilities) (docs/BENCHMARKS.md)
 bench-score: install
 	$(PY) -m bench.clap_overhead

@@ -9,8 +9,16 @@ entry point (``cli.main``), into a fresh folder per run, once without and once w
 clap``, alternating (the order reversed every other repeat). Timed: each run's wall time (the model
 loads included, as a user sees it); and scoring alone, as the run does it: loading the tiny CLAP,
 then scoring the written files in batches of 4. The question is whether scoring slows a run by more
-than the scoring itself takes (it runs on the writer thread, beside sampling). The medians are
-appended to ``docs/BENCHMARKS.md`` with the machine's details. Random weights: cost only.
+than the scoring itself takes (it runs on the writer thread, beside sampling).
+
+In the same scoring step, on the same files (read once), the set metrics' models (``finetune.py
+score``, ``evaluate --reference``): OpenL3's frames of FD_openl3 and PaSST's class probabilities of
+KL_passt, each loaded and timed alone, in batches of 4 files like the CLAP, as files per second. These
+are the tiny random stand-ins of the offline cache (``scoring.standins``: OpenL3 with narrow
+convolutions, PaSST 64 wide and 1 block deep), so the figures weigh the recipes' own work (resampling,
+framing, spectrograms) far more than the real models would; relative figures of one run are what
+they are for. The medians are appended to ``docs/BENCHMARKS.md`` with the machine's details and the
+load average seen before and after the run. Random weights: cost only.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import argparse
 import contextlib
 import datetime
 import io
+import os
 import statistics
 import tempfile
 import time
@@ -52,26 +61,45 @@ def generate(tree_path: Path, out: Path, score: bool, steps: int) -> float:
     return time.perf_counter() - started
 
 
-def scoring_alone(out: Path) -> tuple[float, float]:
-    """Seconds to load the CLAP, and to score ``out``'s files in batches of ``BATCH`` (read from disk first)."""
+SCORERS = ("CLAP score", "FD_openl3", "KL_passt")  # as the pages name them; the models timed in scoring_alone
+
+
+def scoring_alone(out: Path) -> dict[str, tuple[float, float]]:
+    """Seconds to load each scorer's model, and to run ``out``'s files through it in batches of ``BATCH`` (the files
+    read from disk once, first): the CLAP's per-item scores, OpenL3's frames, PaSST's class probabilities."""
     import torch
 
     from stable_audio_tools_ext.output.manifest import load_records
     from stable_audio_tools_ext.scoring.clap import ClapScorer, read_clip
+    from stable_audio_tools_ext.scoring.openl3 import Openl3Embedder
+    from stable_audio_tools_ext.scoring.passt import PasstClassifier
 
-    started = time.perf_counter()
-    scorer = ClapScorer.load(device=torch.device("cpu"))
-    loaded = time.perf_counter()
+    cpu = torch.device("cpu")
     records = list(load_records(out).values())
     clips = [read_clip(out / r["path"], r["seconds_total"]) for r in records]
-    scoring_started = time.perf_counter()
-    for start in range(0, len(records), BATCH):
-        scorer.scores([r["prompt"] for r in records[start:start + BATCH]], clips[start:start + BATCH])
-    return loaded - started, time.perf_counter() - scoring_started
+    prompts = [r["prompt"] for r in records]
+    scorers = {
+        "CLAP score": (lambda: ClapScorer.load(device=cpu), lambda model, start: model.scores(
+            prompts[start:start + BATCH], clips[start:start + BATCH])),
+        "FD_openl3": (lambda: Openl3Embedder.load("music", cpu), lambda model, start: model.frames(clips[start:start + BATCH])),
+        "KL_passt": (lambda: PasstClassifier.load(cpu), lambda model, start: model.probabilities(clips[start:start + BATCH])),
+    }  # fmt: skip
+    timed = {}
+    for name in SCORERS:
+        load, run_batch = scorers[name]
+        started = time.perf_counter()
+        model = load()
+        loaded = time.perf_counter()
+        for start in range(0, len(records), BATCH):
+            run_batch(model, start)
+        timed[name] = (loaded - started, time.perf_counter() - loaded)
+    return timed
 
 
 def run(args: argparse.Namespace) -> dict[str, list[float]]:
-    results: dict[str, list[float]] = {"without": [], "with --score clap": [], "CLAP load": [], "scoring": []}
+    results: dict[str, list[float]] = {"without": [], "with --score clap": []}
+    results |= {f"{name} {part}": [] for name in SCORERS for part in ("load", "files")}
+    results["load average"] = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as scratch:
         tree_path = Path(scratch) / "tree.yaml"
         tree_path.write_text(tree(args.items))
@@ -82,10 +110,11 @@ def run(args: argparse.Namespace) -> dict[str, list[float]]:
                 wall = generate(tree_path, out, score, args.steps)
                 results["with --score clap" if score else "without"].append(wall)
                 print(f"repeat {repeat + 1}, {'with' if score else 'without'} --score clap: {wall:.2f} s", flush=True)
-            load, scoring = scoring_alone(out)
-            results["CLAP load"].append(load)
-            results["scoring"].append(scoring)
-            print(f"repeat {repeat + 1}, scoring alone: load {load:.2f} s, {args.items} files {scoring:.2f} s", flush=True)
+            for name, (load, files) in scoring_alone(out).items():
+                results[f"{name} load"].append(load)
+                results[f"{name} files"].append(files)
+                print(f"repeat {repeat + 1}, {name} alone: load {load:.2f} s, {args.items} files {files:.2f} s", flush=True)
+    results["load average"].append(os.getloadavg()[0])
     return results
 
 
@@ -94,27 +123,44 @@ def section(results: dict[str, list[float]], args: argparse.Namespace) -> str:
 
     median = {name: statistics.median(values) for name, values in results.items()}
     added = median["with --score clap"] - median["without"]
-    alone = median["CLAP load"] + median["scoring"]
+    alone = median["CLAP score load"] + median["CLAP score files"]
     runs = "; ".join(f"{name}: " + ", ".join(f"{v:.2f}" for v in values) for name, values in results.items())
+    before, after = results["load average"]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    what = {"CLAP score": "tiny CLAP (RoBERTa + fused HTSAT at tiny widths): per-item scores",
+            "FD_openl3": "OpenL3 stand-in (mel256, narrow convolutions): frames, 1 s every 0.5 s, L+R",
+            "KL_passt": "PaSST stand-in (64 wide, 1 block): class probabilities, 10 s windows"}  # fmt: skip
+    rates = [f"| {name} | {what[name]} | {median[f'{name} load']:.2f} | {median[f'{name} files']:.2f} | "
+             f"{args.items / median[f'{name} files']:.3g} | unmeasured |" for name in SCORERS]  # fmt: skip
     return "\n".join([
-        "\n## CLAP scoring overhead (bench/clap_overhead.py)\n",
-        f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. `make bench-score` (= `.venv/bin/python -m "
+        f"\n## Scoring cost: CLAP overhead, set metrics' files per second (bench/clap_overhead.py, CPU, {now:%Y-%m-%d})\n",
+        f"Run {now:%Y-%m-%d %H:%M} UTC. `make bench-score` (= `.venv/bin/python -m "
         f"bench.clap_overhead --repeats {args.repeats} --items {args.items} --steps {args.steps}`), one process, CPU, side by side: the tiny "
         f"SAO 1.0 (random weights, full window, fp32) generates a tree of {args.items} prompts of 10 s through "
         f"`generate.py`'s entry point ({args.steps} steps of `dpmpp-3m-sde`, cfg 7, batch {BATCH}, `--clip-length`), into a fresh folder each "
         f"time, without and with `--score clap` (the tiny CLAP: RoBERTa + fused HTSAT at tiny widths), alternating, "
         f"median of {args.repeats}. Scoring alone: loading that CLAP, and scoring the written files in batches of {BATCH}.\n",
-        f"Machine: {machine()}.\n",
+        f"Machine: {machine()}; load average (1 min) {before:.2f} before the run, {after:.2f} after it.\n",
         "| | median s |",
         "|---|---:|",
         f"| generate.py, without scoring | {median['without']:.2f} |",
         f"| generate.py, with `--score clap` | {median['with --score clap']:.2f} |",
         f"| added by `--score clap` | {added:.2f} ({added / median['without']:+.1%}) |",
-        f"| scoring alone: CLAP load | {median['CLAP load']:.2f} |",
-        f"| scoring alone: {args.items} files | {median['scoring']:.2f} |",
+        f"| scoring alone: CLAP load | {median['CLAP score load']:.2f} |",
+        f"| scoring alone: {args.items} files | {median['CLAP score files']:.2f} |",
         f"| scoring alone, in all | {alone:.2f} |",
         "",
-        f"All runs (seconds): {runs}.\n",
+        f"Each metric's model alone, in the same scoring step on the same {args.items} files of 10 s (read once, "
+        f"batches of {BATCH}, CPU; median of {args.repeats}). FD_openl3 and KL_passt run on the tiny random stand-ins "
+        "of the offline cache, not the real OpenL3 and PaSST-S, so their rates weigh the recipes' resampling, "
+        "framing and spectrograms far more than the real models would: compare them with each other and with the "
+        "CLAP row of this run only. The set distances themselves (a Fréchet distance, a mean of KLs) take "
+        "milliseconds and are not timed.\n",
+        "| metric | model | load s | files s | files per second, CPU | files per second, GPU |",
+        "|---|---|---:|---:|---:|---:|",
+        *rates,
+        "",
+        f"All runs (seconds; load average: before, after): {runs}.\n",
     ])
 
 
@@ -125,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=25, help="sampling steps per item")
     parser.add_argument("--markdown", type=Path, default=REPO / "docs" / "BENCHMARKS.md", help="appended to")
     args = parser.parse_args(argv)
-    use_offline_tiny_hub()
+    from stable_audio_tools_ext.scoring.standins import write_standin_cache
+
+    write_standin_cache(use_offline_tiny_hub())  # the OpenL3 and PaSST stand-ins in its TORCH_HOME (once)
     print_and_append(section(run(args), args), args.markdown)
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 
 from tests.conftest import REPO_ROOT
@@ -35,3 +36,48 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class TablesPage(HTMLParser):
+    """A page's tables by section id (comparison.html, report.html): rows of cells, each cell's text, audio sources
+    and images; and the warnings."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[dict]]] = {}
+        self.warnings: list[str] = []
+        self.section, self.cell, self.in_warning = "", None, False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "section":
+            self.section = attributes["id"]
+            self.tables[self.section] = []
+        elif tag == "tr":
+            self.tables[self.section].append([])
+        elif tag in ("td", "th"):
+            self.cell = {"text": "", "audio": [], "img": []}
+            self.tables[self.section][-1].append(self.cell)
+        elif tag in ("audio", "img") and self.cell is not None:
+            self.cell[tag].append(attributes["src"])
+        elif tag == "p" and attributes.get("class") == "warning":
+            self.in_warning = True
+            self.warnings.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th"):
+            self.cell = None
+        elif tag == "p":
+            self.in_warning = False
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell["text"] += data
+        if self.in_warning:
+            self.warnings[-1] += data
+
+
+def parse_tables(page: Path) -> TablesPage:
+    parser = TablesPage()
+    parser.feed(page.read_text(encoding="utf-8"))
+    return parser

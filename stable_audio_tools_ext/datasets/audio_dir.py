@@ -2,7 +2,8 @@
 
 Two commands write such datasets: ``generate.py --split`` over a generated folder
 (``datasets.training``) and ``finetune.py prepare`` over captioned audio (``finetune.prepare``).
-Both write the same three kinds of thing, built here once:
+Both write the same three kinds of thing, built here once (and the scan rule: which files an
+``audio_dir`` dataset takes, ``scan_audio``, which every command reading a folder of audio uses):
 
 - the dataset config JSON that ``create_dataloader_from_config`` (and so ``train.py``) reads;
 - folders of symlinks that select a subset of files: upstream's ``SampleDataset`` takes every audio
@@ -24,6 +25,48 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+
+from ..output.audio_io import audio_header
+
+# stable_audio_tools.data.dataset.get_audio_filenames' default extensions (0.0.19): the files an
+# audio_dir dataset scans (case-insensitively). A test checks that they agree.
+AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".aif", ".opus")
+
+
+def is_audio_name(name: str) -> bool:
+    """Whether stable-audio-tools' audio_dir scan takes a file of this name (format, not hidden)."""
+    return os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS and not name.startswith(".")
+
+
+def scan_audio(audio_dir: Path) -> list[str]:
+    """The audio files an ``audio_dir`` dataset over ``audio_dir`` would find, as sorted POSIX relpaths.
+
+    Upstream's scan (``fast_scandir``) follows linked folders, skips hidden files (not hidden
+    folders) and matches extensions in any case; so does this.
+    """
+    found = []
+    for directory, _, files in os.walk(audio_dir, followlinks=True):
+        for name in files:
+            if is_audio_name(name):
+                found.append(Path(directory, name).relative_to(audio_dir).as_posix())
+    return sorted(found)
+
+
+def audio_files(folder: Path, flag: str) -> tuple[list[str], list[str]]:
+    """The audio files under ``folder`` (``scan_audio``) and every problem, named by ``flag``: not a folder, no audio
+    file, a file whose header cannot be read. What ``finetune.py score``, ``evaluate`` and the report check a folder
+    of audio they embed with."""
+    if not folder.is_dir():
+        return [], [f"{flag} {folder}: not a folder"]
+    files = scan_audio(folder)
+    if not files:
+        return [], [f"{flag} {folder}: no audio files ({', '.join(AUDIO_EXTENSIONS)} at any depth)"]
+    problems = []
+    for relpath in files:
+        header = audio_header(folder / relpath)
+        if isinstance(header, str):
+            problems.append(f"{flag} {folder}: {relpath!r}: {header}")
+    return files, problems
 
 
 class DatasetError(ValueError):

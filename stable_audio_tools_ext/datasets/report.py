@@ -4,7 +4,11 @@
 manifest and writes ``OUTPUT_DIR/report.html``: a summary (items, hours of audio, statuses), a table
 per top-level branch, a table per sweep variable (value by value), histograms of duration, loudness and peak, every flagged item (silent, clipped,
 NaN/Inf), and for a few items per branch a spectrogram thumbnail with an audio player. When items have a
-``clap_score`` (``generate.py --score clap``), also its histogram, its mean per branch, and the lowest-scoring items.
+``clap_score`` (``generate.py --score clap``), also its histogram, its mean overall and per branch, and the
+lowest-scoring items. With ``--reference DIR`` (the report command only; ``datasets.reference``), also the
+written files' distances to that audio, FD_openl3, KL_passt and FD_clap as ``--metrics`` asks, with the file
+counts they rest on and their warnings once: the summary ``comparison.html`` shows per model, drawn by
+the same helpers (``distance_*`` below).
 
 The page is self-contained so it opens offline, from a cluster's shared filesystem or a copied
 folder: plots are PNGs inlined as data URIs, styles are inline, there is no script, and players
@@ -24,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import numpy as np
@@ -36,7 +40,12 @@ from ..output.atomic import atomic_write_text
 from ..output.manifest import MANIFEST_NAME, Record, load_records
 from ..output.resume import VALID_STATUSES  # the statuses of items whose file was written
 from ..output.stats import dbfs
+from ..scoring.options import (DEFAULT_CLAP_MODEL, DISTANCES, NAMES, add_set_model_arguments, metric_names,
+                               reference_flags_problem)  # fmt: skip
 from ..tree.reserved import REPORT_NAME
+
+if TYPE_CHECKING:  # the metrics' code imports torch: only the report command with --reference loads it
+    from .reference import SetResults
 
 SAMPLES_PER_BRANCH = 4
 MAX_FLAGGED_ROWS = 500  # beyond this the table would bury the page; the count is still given
@@ -56,6 +65,7 @@ th { background: #f4f4f6; } td.num { text-align: right; font-variant-numeric: ta
 .card { border: 1px solid #ddd; border-radius: 6px; padding: 8px; width: 260px; }
 .card img { width: 260px; height: 100px; display: block; } .card audio { width: 260px; margin-top: 6px; }
 .path { font-family: ui-monospace, monospace; font-size: 12px; word-break: break-all; }
+.warning { color: #8a5a00; }
 """
 
 
@@ -145,6 +155,56 @@ def html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], numeric: S
     return f"<table>{head}{body}</table>"
 
 
+def mean_score(values: Sequence[float]) -> str:
+    """A mean CLAP score with its count, ``0.1234 (6)``, or ``-`` without scores."""
+    return f"{sum(values) / len(values):.4f} ({len(values)})" if values else "-"
+
+
+def distance_metrics(results: Sequence[SetResults | None]) -> list[str]:
+    """The distances any of ``results`` has, in ``DISTANCES`` order (the score JSON's)."""
+    return [m for m in DISTANCES if any(r and m in r.distances for r in results)]
+
+
+def distance_headers(metrics: Sequence[str], files: str) -> list[str]:
+    """The distance columns, then the file counts' (``files`` names the side that is not the reference)."""
+    return [NAMES[m] for m in metrics] + [f"files ({files} / reference)"]
+
+
+def distance_cells(results: SetResults | None, metrics: Sequence[str]) -> list[str]:
+    """A set's cells under ``distance_headers``: each value (``-`` when there is none), then the file counts."""
+    found = results.distances if results else {}
+    cells = ["-" if m not in found or found[m].value is None else f"{found[m].value:.4g}" for m in metrics]
+    return cells + ["-" if results is None else f"{results.count} / {results.reference_count}"]
+
+
+def distance_warnings(results: Sequence[SetResults | None]) -> str:
+    """The distances' warnings (too few files or frames, unpaired files, no distance), each once per page."""
+    warnings = dict.fromkeys(w for r in results if r for d in r.distances.values() for w in d.warnings)
+    return "".join(f'<p class="warning">{html.escape(w)}</p>' for w in warnings)
+
+
+def distance_basis(reference: str) -> str:
+    """What the distances are and what they rest on (HTML), for the paragraph above them."""
+    return (
+        f"Distances to the audio of {html.escape(reference)}, lower is closer (docs/evaluation.md): FD_openl3, Fréchet "
+        "distance on OpenL3 frame embeddings (1 s every 0.5 s, left and right); KL_passt, mean KL divergence of PaSST's "
+        "class probabilities of each item and the reference file of its id (path without extension); FD_clap, "
+        "Fréchet distance on CLAP audio embeddings (unit vectors: 0 to a few, not comparable with FD_openl3). "
+        "They rest on the file counts shown: with fewer files (FD_openl3: frames) than embedding dimensions a "
+        "Fréchet distance mostly measures the counts."
+    )  # fmt: skip
+
+
+def _against_reference(records: Sequence[Record], reference: str, results: SetResults) -> str:
+    """The report's section of distances to ``--reference``: one row, as comparison.html's per model."""
+    metrics = distance_metrics([results])
+    headers = ["mean CLAP score (items)"] + distance_headers(metrics, "generated")
+    table = html_table(headers, [[mean_score(clap_scores(records))] + distance_cells(results, metrics)],
+                       numeric=range(len(headers)))  # fmt: skip
+    return (f'<section id="reference"><h2>Against the reference</h2><p class="muted">{distance_basis(reference)}</p>'
+            f"{table}{distance_warnings([results])}</section>")  # fmt: skip
+
+
 def _summary(records: Sequence[Record], flagged: int) -> str:
     statuses: dict[str, int] = defaultdict(int)
     for record in records:
@@ -167,6 +227,9 @@ def _summary(records: Sequence[Record], flagged: int) -> str:
         ("normalization", ", ".join(sorted({html.escape(f"{r.get('normalize', 'none')} {r.get('normalize_target') or ''}".strip())
                                            for r in written})) or "-"),  # fmt: skip
     ]
+    scores = clap_scores(records)
+    if scores:
+        rows.append(("mean CLAP score (items)", mean_score(scores)))
     if splits:
         rows.append(("splits (files)", ", ".join(f"{html.escape(s)}: {n}" for s, n in sorted(splits.items()))))
     return "<table>" + "".join(f"<tr><th>{html.escape(name)}</th><td>{value}</td></tr>" for name, value in rows) + "</table>"
@@ -265,8 +328,10 @@ def _card(output_dir: Path, record: Record) -> str:
     )
 
 
-def render_report(output_dir: Path, samples_per_branch: int = SAMPLES_PER_BRANCH) -> str:
-    """The report page for ``output_dir`` as HTML text."""
+def render_report(output_dir: Path, samples_per_branch: int = SAMPLES_PER_BRANCH,
+                  reference: tuple[str, SetResults] | None = None) -> str:  # fmt: skip
+    """The report page for ``output_dir`` as HTML text; ``reference``: the ``--reference`` folder's name and the
+    distances to it (``datasets.reference``)."""
     records = [record for _, record in sorted(load_records(output_dir).items())]
     by_branch: dict[str, list[Record]] = defaultdict(list)
     for record in records:
@@ -299,6 +364,7 @@ def render_report(output_dir: Path, samples_per_branch: int = SAMPLES_PER_BRANCH
 <h1>{html.escape(title)}</h1>
 <p class="muted">{html.escape(str(output_dir.resolve()))} &middot; from {MANIFEST_NAME} &middot; {generated}</p>
 <section id="summary"><h2>Summary</h2>{_summary(records, flagged)}</section>
+{_against_reference(records, *reference) if reference else ""}
 <section id="branches"><h2>Per branch</h2>{_branches(by_branch, bool(scores))}</section>
 <section id="variables"><h2>Per sweep variable</h2>{_by_variable(records)}</section>
 <section id="histograms"><h2>Histograms</h2><div class="plots">{images}</div></section>
@@ -311,30 +377,55 @@ def render_report(output_dir: Path, samples_per_branch: int = SAMPLES_PER_BRANCH
 """
 
 
-def write_report(output_dir: Path, samples_per_branch: int = SAMPLES_PER_BRANCH) -> Path:
-    """Write ``output_dir/report.html``; ``FileNotFoundError`` when the dir has no manifest records."""
+def records_problem(output_dir: Path) -> str | None:
+    """Why ``output_dir`` cannot have a report (no manifest records), or ``None``."""
     if not load_records(output_dir):
-        raise FileNotFoundError(f"{output_dir}: no {MANIFEST_NAME} records (is this a generate.py output dir?)")
+        return f"{output_dir}: no {MANIFEST_NAME} records (is this a generate.py output dir?)"
+    return None
+
+
+def write_report(output_dir: Path, samples_per_branch: int = SAMPLES_PER_BRANCH,
+                 reference: tuple[str, SetResults] | None = None) -> Path:  # fmt: skip
+    """Write ``output_dir/report.html`` atomically; ``FileNotFoundError`` when the dir has no manifest records."""
+    if problem := records_problem(output_dir):
+        raise FileNotFoundError(problem)
     path = output_dir / REPORT_NAME
-    atomic_write_text(path, render_report(output_dir, samples_per_branch))
+    atomic_write_text(path, render_report(output_dir, samples_per_branch, reference))
     return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m stable_audio_tools_ext.datasets.report", description=f"Write {REPORT_NAME} for a generate.py output dir."
-    )
+        prog="python -m stable_audio_tools_ext.datasets.report", description=f"Write {REPORT_NAME} for a generate.py "
+        "output dir; with --reference, with the written files' distances to that audio (docs/evaluation.md). Bad "
+        "input: every problem listed, exit 2, nothing written.",
+    )  # fmt: skip
     parser.add_argument("output_dir", type=Path, help="a generate.py output dir (holding manifest.jsonl)")
     parser.add_argument("--samples-per-branch", type=int, default=SAMPLES_PER_BRANCH,
                         help="items with a spectrogram and player per top-level branch (default: %(default)s)")  # fmt: skip
+    reference = parser.add_argument_group("distances to a reference set (docs/evaluation.md)")
+    reference.add_argument("--reference", type=Path, metavar="DIR", help="audio to compare the written files with "
+                           "(any depth; e.g. prepare's validation split): the --metrics distances, with the file counts")  # fmt: skip
+    reference.add_argument("--metrics", type=metric_names(DISTANCES), metavar="NAME[,NAME...]", help=f"of "
+                           f"{', '.join(DISTANCES)} (default: fd_clap); kl_passt pairs each item with the reference file "
+                           "of its id (path without extension)")  # fmt: skip
+    reference.add_argument("--clap-model", default=DEFAULT_CLAP_MODEL, metavar="ID",
+                           help="CLAP checkpoint of fd_clap: a hub id or a local folder (default: %(default)s)")  # fmt: skip
+    add_set_model_arguments(reference)
     args = parser.parse_args(argv)
     if args.samples_per_branch < 0:
         parser.error("--samples-per-branch must be >= 0")
-    try:
-        print(f"report: {write_report(args.output_dir, args.samples_per_branch)}")
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    problems = [problem] if (problem := records_problem(args.output_dir)) else []
+    problems += [problem] if (problem := reference_flags_problem(args)) else []
+    results = None
+    if args.reference is not None and not problems:
+        from .reference import results_against, set_options  # the metrics' models: torch
+
+        results, problems = results_against(args.output_dir, args.reference, set_options(args))
+    if problems:
+        print("\n".join(f"error: {problem}" for problem in problems) + "\nnothing was written", file=sys.stderr)
         return 2
+    print(f"report: {write_report(args.output_dir, args.samples_per_branch, results and (str(args.reference), results))}")
     return 0
 
 

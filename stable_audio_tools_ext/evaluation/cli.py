@@ -8,13 +8,13 @@ Imports nothing heavy: the handlers import ``evaluate`` (generate.py's engine, t
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 
 from ..model.families import SAMPLER_NAMES
 from ..run.argtypes import add_dist_timeout_argument, finite_float, positive_int, seed_value
 from ..finetune.captions import CAPTION_COLUMNS, FILE_COLUMNS
-from ..scoring.options import DEFAULT_CLAP_MODEL, DISTANCES, FRECHET, METRICS, add_score_arguments, add_set_model_arguments
+from ..scoring.options import (DEFAULT_CLAP_MODEL, DISTANCES, FRECHET, METRICS, add_score_arguments, add_set_model_arguments,
+                               metric_names)  # fmt: skip
 
 
 def _generate_batch_size(text: str) -> str:
@@ -70,25 +70,11 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     reference.add_argument("--reference", type=Path, metavar="DIR", help="audio to compare each model's files with (e.g. "
                            "prepare's validation split, or another model's folder of the same tree): the --metrics "
                            "distances in the summary, with the file counts")  # fmt: skip
-    reference.add_argument("--metrics", type=_metric_names(DISTANCES), metavar="NAME[,NAME...]", help=f"of "
+    reference.add_argument("--metrics", type=metric_names(DISTANCES), metavar="NAME[,NAME...]", help=f"of "
                            f"{', '.join(DISTANCES)} (default: fd_clap); kl_passt pairs each item with the reference file "
                            "of its id (path without extension)")  # fmt: skip
     add_set_model_arguments(reference)
     parser.set_defaults(handler=evaluate_command, command_parser=parser)
-
-
-def _metric_names(known: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
-    """``--metrics``' parser: comma-separated names of ``known``, each once."""
-
-    def parse(text: str) -> tuple[str, ...]:
-        names = tuple(dict.fromkeys(part.strip() for part in text.split(",")))
-        unknown = [name for name in names if name not in known]
-        if unknown or not names:
-            raise argparse.ArgumentTypeError(f"unknown metric {', '.join(map(repr, unknown)) or repr(text)}: "
-                                             f"choose from {', '.join(known)}")  # fmt: skip
-        return names
-
-    return parse
 
 
 def _add_score(subparsers: argparse._SubParsersAction) -> None:
@@ -120,7 +106,7 @@ def _add_score(subparsers: argparse._SubParsersAction) -> None:
                            f"saved by --save-stats, for {' and '.join(FRECHET)} (refused when made with another model, "
                            "weights file or recipe version)")  # fmt: skip
     metrics = parser.add_argument_group("metrics and output")
-    metrics.add_argument("--metrics", type=_metric_names(METRICS), metavar="NAME[,NAME...]", help=f"of {', '.join(METRICS)} "
+    metrics.add_argument("--metrics", type=metric_names(METRICS), metavar="NAME[,NAME...]", help=f"of {', '.join(METRICS)} "
                          "(default: clap, and fd_clap with a reference)")  # fmt: skip
     metrics.add_argument("--clap-model", default=DEFAULT_CLAP_MODEL, metavar="ID",
                          help="CLAP checkpoint: a hub id or a local folder (default: %(default)s)")  # fmt: skip

@@ -17,28 +17,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
 
-from ..datasets.report import STYLE, branch_of, html_table, spectrogram_thumbnail
+from ..datasets.reference import SetResults
+from ..datasets.report import (STYLE, branch_of, clap_scores, distance_basis, distance_cells, distance_headers,
+                               distance_metrics, distance_warnings, html_table, mean_score, spectrogram_thumbnail)  # fmt: skip
 from ..output.atomic import atomic_write_text
 from ..output.manifest import Record, load_records
 from ..output.resume import VALID_STATUSES
-from ..scoring.options import DISTANCES
-from ..scoring.sets import NAMES, Distance
 
 COMPARISON_NAME = "comparison.html"
 CELL_STYLE = """
 .cell img { width: 220px; height: 80px; display: block; } .cell audio { width: 220px; margin-top: 4px; }
-.score { font-variant-numeric: tabular-nums; } .warning { color: #8a5a00; }
+.score { font-variant-numeric: tabular-nums; }
 """
-
-
-@dataclass(frozen=True)
-class SetResults:
-    """A model's distances to the reference set by metric (a value ``None`` when the sets allow none) and the
-    file counts they rest on."""
-
-    distances: dict[str, Distance]
-    count: int
-    reference_count: int
 
 
 @dataclass(frozen=True)
@@ -51,44 +41,21 @@ class ModelColumn:
     sets: SetResults | None = None
 
 
-def _mean(values: Sequence[float]) -> str:
-    return f"{sum(values) / len(values):.4f} ({len(values)})" if values else "-"
-
-
-def _scores(records: Sequence[Record]) -> list[float]:
-    return [float(r["clap_score"]) for r in records if r.get("clap_score") is not None]
-
-
-def _distance_metrics(columns: Sequence[ModelColumn]) -> list[str]:
-    """The distances any model has, in ``DISTANCES`` order (the score JSON's)."""
-    return [m for m in DISTANCES if any(c.sets and m in c.sets.distances for c in columns)]
-
-
 def _summary(columns: Sequence[ModelColumn], records: dict[str, dict[str, Record]], reference: str | None) -> str:
     """One row per model; branch columns are the top-level branches any model has items in."""
     branches = sorted({branch_of(r) for by_path in records.values() for r in by_path.values()})
-    metrics = _distance_metrics(columns)
+    metrics = distance_metrics([c.sets for c in columns])
     headers = ["model", "weights", "items written", "mean CLAP score (items)"] + [f"CLAP: {b}" for b in branches]
-    headers += [NAMES[m] for m in metrics] + ["files (model / reference)"] if reference else []
+    headers += distance_headers(metrics, "model") if reference else []
     rows = []
     for column in columns:
         mine = list(records[column.label].values())
         written = [r for r in mine if r.get("status") in VALID_STATUSES]
         row = [html.escape(column.label), f'<span class="path">{html.escape(column.source)}</span>',
-               f"{len(written)} of {len(mine)}", _mean(_scores(mine))]  # fmt: skip
-        row += [_mean(_scores([r for r in mine if branch_of(r) == b])) for b in branches]
-        if reference:
-            found = column.sets.distances if column.sets else {}
-            row += ["-" if m not in found or found[m].value is None else f"{found[m].value:.4g}" for m in metrics]
-            row.append("-" if column.sets is None else f"{column.sets.count} / {column.sets.reference_count}")
-        rows.append(row)
+               f"{len(written)} of {len(mine)}", mean_score(clap_scores(mine))]  # fmt: skip
+        row += [mean_score(clap_scores([r for r in mine if branch_of(r) == b])) for b in branches]
+        rows.append(row + (distance_cells(column.sets, metrics) if reference else []))
     return html_table(headers, rows, numeric=range(2, len(headers)))
-
-
-def _warnings(columns: Sequence[ModelColumn]) -> str:
-    """The distances' warnings (too few files or frames, unpaired files), each once per page."""
-    warnings = dict.fromkeys(w for c in columns if c.sets for d in c.sets.distances.values() for w in d.warnings)
-    return "".join(f'<p class="warning">{html.escape(w)}</p>' for w in warnings)
 
 
 def _cell(column: ModelColumn, relpath: str, record: Record | None) -> str:
@@ -123,15 +90,7 @@ def render_comparison(output_dir: Path, columns: Sequence[ModelColumn], referenc
     records = {column.label: load_records(column.folder) for column in columns}
     title = f"Model comparison: {output_dir.resolve().name}"
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    basis = (
-        f"Distances to the audio of {html.escape(reference)}, lower is closer (docs/evaluation.md): FD_openl3, Fréchet "
-        "distance on OpenL3 frame embeddings (1 s every 0.5 s, left and right); KL_passt, mean KL divergence of PaSST's "
-        "class probabilities of each item and the reference file of its id (path without extension); FD_clap, "
-        "Fréchet distance on CLAP audio embeddings (unit vectors: 0 to a few, not comparable with FD_openl3). "
-        "They rest on the file counts shown: with fewer files (FD_openl3: frames) than embedding dimensions a "
-        "Fréchet distance mostly measures the counts."
-        if reference else "No --reference: no distances."
-    )  # fmt: skip
+    basis = distance_basis(reference) if reference else "No --reference: no distances."
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}{CELL_STYLE}</style></head>
 <body>
@@ -139,7 +98,7 @@ def render_comparison(output_dir: Path, columns: Sequence[ModelColumn], referenc
 <p class="muted">{html.escape(str(output_dir.resolve()))} &middot; {len(columns)} models, same tree and seeds &middot; {generated}</p>
 <section id="summary"><h2>Per model</h2>
 <p class="muted">CLAP score: prompt-audio cosine similarity in [-1, 1] (finetune.py evaluate --score clap); mean (items). {basis}</p>
-{_summary(columns, records, reference)}{_warnings(columns)}</section>
+{_summary(columns, records, reference)}{distance_warnings([c.sets for c in columns])}</section>
 <section id="items"><h2>Items</h2>
 <p class="muted">Spectrogram 0 Hz to Nyquist, -120 to -20 dB.</p>
 {_items(columns, records)}</section>

@@ -18,20 +18,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from ..finetune.captions import AUDIO_EXTENSIONS, is_audio_name
-from ..output.manifest import load_records
-from ..output.resume import VALID_STATUSES
+from ..datasets.reference import SetResults, embed_reference, folder_results, reference_problems, set_options
 from ..run import cli as generate_cli
 from ..run.distributed import join_job, shutdown
 from ..run.exits import EXIT_JOB_FAILED, EXIT_OK, EXIT_USAGE
 from ..scoring.clap import ClapLoadError
 from ..scoring.openl3 import Openl3LoadError
-from ..scoring.options import DEFAULT_DISTANCES
 from ..scoring.passt import PasstLoadError
-from ..scoring.sets import NAMES, Distance, SetModelOptions, SetModels, embed_files, embedding_spaces, set_distances
-from .comparison import ModelColumn, SetResults, write_comparison
+from ..scoring.options import reference_flags_problem
+from ..scoring.sets import SetModels
+from .comparison import ModelColumn, write_comparison
 from .models import EvaluateInputError, Model, models_of
 
 # evaluate's flags generate.py takes as they are (dest -> flag), given when set; SWITCHES are store_true flags
@@ -41,37 +38,21 @@ PASSED_FLAGS = {"sample_steps": "--sample-steps", "cfg_scale": "--cfg-scale", "s
 SWITCHES = {"clip_length": "--clip-length"}
 
 
-def reference_files(folder: Path | None) -> list[Path]:
-    """The audio files under ``--reference`` (any depth, sorted); raises when it is not a folder or holds none."""
-    if folder is None:
-        return []
-    if not folder.is_dir():
-        raise EvaluateInputError(f"--reference {folder}: not a folder")
-    files = sorted(path for path in folder.rglob("*") if path.is_file() and is_audio_name(path.name))
-    if not files:
-        raise EvaluateInputError(f"--reference {folder}: no audio files ({', '.join(AUDIO_EXTENSIONS)} at any depth)")
-    return files
-
-
-def set_options(args: argparse.Namespace) -> SetModelOptions:
-    """``--metrics`` (default: fd_clap) and the flags naming their models."""
-    return SetModelOptions(args.metrics or DEFAULT_DISTANCES, args.clap_model, args.openl3_content_type or "music",
-                           args.openl3_weights, args.passt_weights)  # fmt: skip
-
-
-def check_inputs(args: argparse.Namespace) -> tuple[list[Model], list[Path]]:
-    """The models and reference files, or ``EvaluateInputError`` for the first flag that cannot work."""
+def check_inputs(args: argparse.Namespace) -> tuple[list[Model], list[str]]:
+    """The models and reference files (relpaths), or ``EvaluateInputError`` for the first flag that cannot work (all
+    of the reference's problems)."""
     if not args.cond_yaml_path.is_file():
         raise EvaluateInputError(f"--cond-yaml-path {args.cond_yaml_path}: no such file")
     if args.output_dir.exists() and not args.output_dir.is_dir():
         raise EvaluateInputError(f"--output-dir {args.output_dir}: exists and is not a folder")
-    if args.reference is None and (args.metrics or args.openl3_content_type or args.openl3_weights or args.passt_weights):
-        raise EvaluateInputError("--metrics/--openl3-*/--passt-weights: distances to --reference DIR, and none is given")
-    models, reference = models_of(args), reference_files(args.reference)
-    if reference:  # weights files the distances need, before anything is generated
-        _, problems = embedding_spaces(set_options(args))
-        if problems:
-            raise EvaluateInputError("; ".join(problems))
+    if problem := reference_flags_problem(args):
+        raise EvaluateInputError(problem)
+    models = models_of(args)
+    if args.reference is None:
+        return models, []
+    reference, problems = reference_problems(set_options(args), args.reference)  # weights too, before generating
+    if problems:
+        raise EvaluateInputError("; ".join(problems))
     return models, reference
 
 
@@ -84,38 +65,13 @@ def generate_flags(args: argparse.Namespace, model: Model) -> list[str]:
     return flags + [flag for dest, flag in SWITCHES.items() if getattr(args, dest)]
 
 
-def written_files(folder: Path) -> list[tuple[Path, float]]:
-    """The files a model's folder holds for its items (manifest order by relpath), those written only,
-    each with its item's ``seconds_total`` (the file holds the whole window unless ``--clip-length``)."""
-    records = load_records(folder)
-    return [(folder / relpath, record["seconds_total"]) for relpath, record in sorted(records.items())
-            if record.get("status") in VALID_STATUSES and (folder / relpath).is_file()]  # fmt: skip
-
-
-def set_results(args: argparse.Namespace, models: list[Model], reference: list[Path]) -> dict[str, SetResults]:
+def set_results(args: argparse.Namespace, models: list[Model], reference: list[str]) -> dict[str, SetResults]:
     """Each model's distances to the reference set (``--metrics``), with the file counts they rest on."""
     options = set_options(args)
     set_models = SetModels.load(options)
-    ref_rel = [path.relative_to(args.reference).as_posix() for path in reference]
-    ref = embed_files(set_models, args.reference, ref_rel)
-    gaussians, probs = ref.gaussians(), ref.probabilities_by_id() if "kl_passt" in options.metrics else None
-    results = {}
-    for model in models:
-        folder = args.output_dir / model.label
-        files = written_files(folder)
-        own = embed_files(set_models, folder, [path.relative_to(folder).as_posix() for path, _ in files],
-                          [seconds for _, seconds in files])  # fmt: skip
-        distances = set_distances(options.metrics, own, gaussians, probs, model.label, f"--reference {args.reference}")
-        for metric in options.metrics:  # a reference of one file: no Gaussian, so no distance; say why
-            distances.setdefault(metric, _no_distance(metric, len(ref_rel), args.reference))
-        results[model.label] = SetResults(distances, len(files), len(ref_rel))
-    return results
-
-
-def _no_distance(metric: str, count: int, reference: Path) -> Distance:
-    """A Fréchet metric the reference has too few files for."""
-    return Distance(metric, None, "", (f"{NAMES[metric]}: --reference {reference}: {count} file: no distance, a "
-                                       "covariance needs at least 2",))  # fmt: skip
+    embedded = embed_reference(set_models, options, args.reference, reference)
+    return {model.label: folder_results(set_models, options, embedded, args.output_dir / model.label, model.label)
+            for model in models}  # fmt: skip
 
 
 def evaluate(args: argparse.Namespace) -> int:

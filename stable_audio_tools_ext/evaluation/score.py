@@ -29,17 +29,17 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..finetune.captions import AUDIO_EXTENSIONS, counted, few, read_captions_file, read_sidecar_captions, scan_audio
+from ..datasets.audio_dir import audio_files
+from ..finetune.captions import counted, few, read_captions_file, read_sidecar_captions
 from ..output.atomic import atomic_write_text
-from ..output.audio_io import audio_header
 from ..run.distributed import DistContext, all_gather, broadcast_from_main, join_job, shard, shutdown
 from ..run.exits import EXIT_JOB_FAILED, EXIT_OK, EXIT_USAGE
 from ..scoring.clap import ClapLoadError, cosine_scores
 from ..scoring.frechet import Gaussian
 from ..scoring.openl3 import Openl3LoadError
-from ..scoring.options import DEFAULT_DISTANCES, DISTANCES, FRECHET, SCORES
+from ..scoring.options import DEFAULT_DISTANCES, DISTANCES, FRECHET, NAMES, SCORES
 from ..scoring.passt import PasstLoadError
-from ..scoring.sets import (NAMES, Distance, SetEmbeddings, SetModelOptions, SetModels, duplicate_ids, embed_files,
+from ..scoring.sets import (Distance, SetEmbeddings, SetModelOptions, SetModels, duplicate_ids, embed_files,
                             embedding_spaces, set_distances, unpaired)  # fmt: skip
 from ..scoring.stats_file import EmbeddingSpace, StatsFileError, StoredStats, load_stats, save_stats, space_problem
 
@@ -108,21 +108,6 @@ def _flag_problems(args: argparse.Namespace, metrics: tuple[str, ...]) -> list[s
     return problems
 
 
-def _audio_files(folder: Path, flag: str) -> tuple[list[str], list[str]]:
-    """The audio files under ``folder`` (``prepare``'s scan rule) and the problems: not a folder, none, unreadable."""
-    if not folder.is_dir():
-        return [], [f"{flag} {folder}: not a folder"]
-    files = scan_audio(folder)
-    if not files:
-        return [], [f"{flag} {folder}: no audio files ({', '.join(AUDIO_EXTENSIONS)} at any depth)"]
-    problems = []
-    for relpath in files:
-        header = audio_header(folder / relpath)
-        if isinstance(header, str):
-            problems.append(f"{flag} {folder}: {relpath!r}: {header}")
-    return files, problems
-
-
 def _captions(args: argparse.Namespace, files: list[str]) -> tuple[dict[str, tuple[str, ...]], list[str]]:
     """Each file's captions, read as ``prepare`` reads them, and every problem: a file without captions,
     captions without a file, a file listed twice, the captions file's (or sidecar files') own problems."""
@@ -174,7 +159,7 @@ def check_inputs(args: argparse.Namespace) -> tuple[ScoreInputs | None, list[str
     metrics = requested_metrics(args)
     options = model_options(args, metrics)
     problems = _flag_problems(args, metrics)
-    files, found = _audio_files(args.audio_dir, "--audio-dir")
+    files, found = audio_files(args.audio_dir, "--audio-dir")
     problems += found
     captions: dict[str, tuple[str, ...]] = {}
     if "clap" in metrics and args.audio_dir.is_dir():
@@ -182,7 +167,7 @@ def check_inputs(args: argparse.Namespace) -> tuple[ScoreInputs | None, list[str
         problems += found
     reference: list[str] = []
     if args.reference is not None:
-        reference, found = _audio_files(args.reference, "--reference")
+        reference, found = audio_files(args.reference, "--reference")
         problems += found
         if "kl_passt" in metrics and files and reference:
             problems += _pairing_problems(args, files, reference)

@@ -28,9 +28,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-# stable_audio_tools.data.dataset.get_audio_filenames' default extensions (0.0.19): the files an
-# audio_dir dataset scans (case-insensitively). A test checks that they agree.
-AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".aif", ".opus")
+from ..datasets.audio_dir import AUDIO_EXTENSIONS, scan_audio
+
 FILE_COLUMNS = ("file_name", "file", "filename", "path", "audio")
 CAPTION_COLUMNS = ("caption", "captions", "text", "prompt")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -73,25 +72,6 @@ def counted(count: int, noun: str) -> str:
 def few(items: Sequence[str]) -> str:
     """``a, b, c and 7 more``: the first few of many items, for one message line."""
     return ", ".join(items[:FEW]) + (f" and {len(items) - FEW} more" if len(items) > FEW else "")
-
-
-def is_audio_name(name: str) -> bool:
-    """Whether stable-audio-tools' audio_dir scan takes a file of this name (format, not hidden)."""
-    return os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS and not name.startswith(".")
-
-
-def scan_audio(audio_dir: Path) -> list[str]:
-    """The audio files an ``audio_dir`` dataset over ``audio_dir`` would find, as sorted POSIX relpaths.
-
-    Upstream's scan (``fast_scandir``) follows linked folders, skips hidden files (not hidden
-    folders) and matches extensions in any case; so does this.
-    """
-    found = []
-    for directory, _, files in os.walk(audio_dir, followlinks=True):
-        for name in files:
-            if is_audio_name(name):
-                found.append(Path(directory, name).relative_to(audio_dir).as_posix())
-    return sorted(found)
 
 
 def audio_relpath(name: str, audio_dir: Path) -> tuple[str | None, str | None]:

@@ -34,12 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..datasets.audio_dir import audio_dir_config, link_file, link_tree_problem, remove_link_tree
+from ..datasets.audio_dir import AUDIO_EXTENSIONS, audio_dir_config, link_file, link_tree_problem, remove_link_tree, scan_audio
 from ..datasets.training import split_of
 from ..output.atomic import atomic_write_text
 from ..output.audio_io import audio_header
 from ..tree.reserved import DATASET_METADATA_NAME, MANIFEST_NAME, SPLITS_DIRNAME, split_config_name
-from .captions import AUDIO_EXTENSIONS, CaptionRow, Problem, counted, few, read_captions_file, read_sidecar_captions, scan_audio
+from .captions import CaptionRow, Problem, counted, few, read_captions_file, read_sidecar_captions
 from .metadata import CAPTIONS_NAME, metadata_module_text
 
 

@@ -4,6 +4,7 @@ errors print at once)."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from ..model.tiny import CLAP_REPO_ID
@@ -16,6 +17,7 @@ DISTANCES = ("fd_openl3", "kl_passt", "fd_clap")
 DEFAULT_DISTANCES = ("fd_clap",)  # with a reference and no --metrics: the one that needs no further weights
 FRECHET = ("fd_openl3", "fd_clap")  # the distances a reference statistics file can hold (kl_passt pairs clips)
 METRICS = SCORES + DISTANCES  # finetune.py score --metrics
+NAMES = {"clap": "CLAP score", "fd_openl3": "FD_openl3", "kl_passt": "KL_passt", "fd_clap": "FD_clap"}  # as shown
 OPENL3_CONTENT_TYPES = ("music", "env")  # scoring.openl3.CONTENT_TYPES (that module imports torch)
 SET_METRIC_COMMANDS = "finetune.py score --audio-dir DIR --reference DIR, finetune.py evaluate --reference DIR"
 
@@ -32,6 +34,27 @@ def score_names(text: str) -> str:
         raise argparse.ArgumentTypeError(f"unknown score {', '.join(map(repr, unknown)) or repr(text)}: choose from "
                                          f"{', '.join(SCORES)}")  # fmt: skip
     return ",".join(names)
+
+
+def metric_names(known: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
+    """A ``--metrics`` parser: comma-separated names of ``known``, each once."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(dict.fromkeys(part.strip() for part in text.split(",")))
+        unknown = [name for name in names if name not in known]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"unknown metric {', '.join(map(repr, unknown)) or repr(text)}: "
+                                             f"choose from {', '.join(known)}")  # fmt: skip
+        return names
+
+    return parse
+
+
+def reference_flags_problem(args: argparse.Namespace) -> str | None:
+    """The distance flags (``--metrics``, ``add_set_model_arguments``') given without ``--reference``, or ``None``."""
+    if args.reference is None and (args.metrics or args.openl3_content_type or args.openl3_weights or args.passt_weights):
+        return "--metrics/--openl3-*/--passt-weights: distances to --reference DIR, and none is given"
+    return None
 
 
 def add_score_arguments(parser: argparse.ArgumentParser) -> None:

@@ -35,11 +35,11 @@ from .openl3 import weights_path as openl3_weights_path
 from .passt import PasstClassifier, PasstLoadError, paired_kl
 from .passt import weights_path as passt_weights_path
 from .hub_weights import file_digest
+from .options import NAMES
 from .stats_file import EmbeddingSpace
 
 FILE_CHUNK = 64  # files read into memory at a time
 OPENL3_RECIPE_VERSION = f"stable-audio-metrics-fd55536/openl3-1 ({EVAL_RATE} Hz, hop {HOP_SECONDS} s, L+R)"
-NAMES = {"clap": "CLAP score", "fd_openl3": "FD_openl3", "kl_passt": "KL_passt", "fd_clap": "FD_clap"}  # as shown
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -26,6 +25,7 @@ from tests.chromium import CHROMIUM_ARGS
 from tests.conftest import REPO_ROOT
 from tests.finetune.captioned import AUDIO, prepared
 from tests.finetune.test_train import BASE, SMALL, dataset_flags, train
+from tests.support import parse_tables
 
 TREE = """\
 rain:
@@ -36,50 +36,6 @@ dog:
 LABELS = ["base", "step-1", "step-2"]
 ITEMS = ["dog/bark_item-1.wav", "dog/bark_item-2.wav", "rain/roof_item-1.wav", "rain/roof_item-2.wav"]
 SAMPLING = ["--sample-steps", "4", "--n-sample-per-cond", "2", "--batch-size", "2", "--clip-length", "--seed", "5"]
-
-
-class Page(HTMLParser):
-    """The comparison page's tables by section id: rows of cells, each cell's text, audio sources and images."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tables: dict[str, list[list[dict]]] = {}
-        self.warnings: list[str] = []
-        self.section, self.cell, self.in_warning = "", None, False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attributes = dict(attrs)
-        if tag == "section":
-            self.section = attributes["id"]
-            self.tables[self.section] = []
-        elif tag == "tr":
-            self.tables[self.section].append([])
-        elif tag in ("td", "th"):
-            self.cell = {"text": "", "audio": [], "img": []}
-            self.tables[self.section][-1].append(self.cell)
-        elif tag in ("audio", "img") and self.cell is not None:
-            self.cell[tag].append(attributes["src"])
-        elif tag == "p" and attributes.get("class") == "warning":
-            self.in_warning = True
-            self.warnings.append("")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("td", "th"):
-            self.cell = None
-        elif tag == "p":
-            self.in_warning = False
-
-    def handle_data(self, data: str) -> None:
-        if self.cell is not None:
-            self.cell["text"] += data
-        if self.in_warning:
-            self.warnings[-1] += data
-
-
-def parse(page: Path) -> Page:
-    parser = Page()
-    parser.feed(page.read_text(encoding="utf-8"))
-    return parser
 
 
 def evaluate(*args: str | Path, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -118,7 +74,7 @@ def test_each_model_has_its_folder_and_the_page_a_row_per_item_and_a_column_per_
     out, _, _ = evaluated
     for label in LABELS:
         assert sorted(p.relative_to(out / label).as_posix() for p in (out / label).rglob("*.wav")) == ITEMS
-    page = parse(out / COMPARISON_NAME)
+    page = parse_tables(out / COMPARISON_NAME)
     header, *rows = page.tables["items"]
     assert [cell["text"] for cell in header] == ["item", *LABELS]
     assert [row[0]["text"].split(".wav")[0] + ".wav" for row in rows] == ITEMS
@@ -140,7 +96,7 @@ def test_the_checkpoints_change_the_audio_the_seeds_do_not_differ(evaluated) -> 
 
 def test_the_summary_has_a_row_per_model_with_mean_scores_per_branch(evaluated) -> None:
     out, _, _ = evaluated
-    header, *rows = parse(out / COMPARISON_NAME).tables["summary"]
+    header, *rows = parse_tables(out / COMPARISON_NAME).tables["summary"]
     # the first six columns: the rerun with --reference (if it ran first) adds FD_clap's two
     assert [cell["text"] for cell in header[:6]] == ["model", "weights", "items written", "mean CLAP score (items)",
                                                      "CLAP: dog", "CLAP: rain"]  # fmt: skip
@@ -157,7 +113,7 @@ def test_a_rerun_generates_nothing_and_the_frechet_distance_to_a_models_own_file
     result, before = rerun
     assert {path.as_posix(): path.stat().st_mtime_ns for path in out.rglob("*.wav")} == before
     assert result.stdout.count("4 of the 4 items were already complete") == len(LABELS)
-    page = parse(out / COMPARISON_NAME)
+    page = parse_tables(out / COMPARISON_NAME)
     header, *rows = page.tables["summary"]
     assert [cell["text"] for cell in header[-2:]] == ["FD_clap", "files (model / reference)"]
     distances = {row[0]["text"]: float(row[-2]["text"]) for row in rows}
@@ -183,7 +139,7 @@ def test_under_torchrun_every_model_runs_in_one_process_group_and_writes_the_sam
                "--ckpt-path", str(next((run_dir / "checkpoints").glob("*step=2.ckpt"))), *BASE, *SAMPLING]  # fmt: skip
     result = subprocess.run(command, cwd=REPO_ROOT, env=small_hub_env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert [cell["text"] for cell in parse(tmp_path / COMPARISON_NAME).tables["items"][0]] == ["item", "base", "epoch=1-step=2"]
+    assert [cell["text"] for cell in parse_tables(tmp_path / COMPARISON_NAME).tables["items"][0]] == ["item", "base", "epoch=1-step=2"]
     for label, theirs in (("base", "base"), ("epoch=1-step=2", "step-2")):
         for item in ITEMS:
             mine, reference = (sf.read(folder / item, dtype="int16")[0] for folder in (tmp_path / label, out / theirs))

@@ -24,9 +24,10 @@ from stable_audio_tools_ext.model.tiny import DEMO_REPO_ID
 from stable_audio_tools_ext.output.manifest import load_records
 from stable_audio_tools_ext.run import cli as generate_cli
 from stable_audio_tools_ext.run.exits import EXIT_OK, EXIT_USAGE
-from tests.evaluation.test_evaluate import SAMPLING, TREE, evaluate, parse
+from tests.evaluation.test_evaluate import SAMPLING, TREE, evaluate
 from tests.finetune.test_train import BASE
 from tests.model.test_lora import CONFIG, random_tensors
+from tests.support import parse_tables
 
 LABELS = ["base", "step-3", "style@0", "style@0.5"]
 RUN = [*SAMPLING, "--n-sample-per-cond", "1"]  # test_evaluate's flags, one item per leaf: four models generate
@@ -67,11 +68,11 @@ def audio(path: Path) -> np.ndarray:
 def test_a_lora_run_is_its_base_and_each_checkpoints_adapter_and_files_a_column_per_strength(evaluated) -> None:
     """The run's base equals --pretrained-name's flags, so it is one column; each column has every item."""
     _, out, run = evaluated
-    header, *rows = parse(out / COMPARISON_NAME).tables["items"]
+    header, *rows = parse_tables(out / COMPARISON_NAME).tables["items"]
     assert [cell["text"] for cell in header] == ["item", *LABELS]
     for label in LABELS:
         assert sorted(p.relative_to(out / label).as_posix() for p in (out / label).rglob("*.wav")) == ITEMS
-    summary = {row[0]["text"]: row[1]["text"] for row in parse(out / COMPARISON_NAME).tables["summary"][1:]}
+    summary = {row[0]["text"]: row[1]["text"] for row in parse_tables(out / COMPARISON_NAME).tables["summary"][1:]}
     assert summary["step-3"].endswith(f"LoRA {run / 'checkpoints' / 'epoch=0-step=3.safetensors'}")
     records = {label: load_records(out / label)[ITEMS[0]] for label in LABELS}
     assert [r.get("lora") and (r["lora"][0]["file"], r["lora"][0]["strength"]) for r in records.values()] == [

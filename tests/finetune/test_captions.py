@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from stable_audio_tools_ext.finetune.captions import AUDIO_EXTENSIONS, audio_relpath, resolve_columns, scan_audio
+from stable_audio_tools_ext.datasets.audio_dir import AUDIO_EXTENSIONS, scan_audio
+from stable_audio_tools_ext.finetune.captions import audio_relpath, resolve_columns
 
 CLOTHO_HEADER = ["file_name", "caption_1", "caption_2", "caption_3", "caption_4", "caption_5"]
 

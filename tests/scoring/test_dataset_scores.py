@@ -12,6 +12,7 @@ from stable_audio_tools_ext.datasets import training
 from stable_audio_tools_ext.datasets.report import LOWEST_SCORED_ROWS, render_report
 from stable_audio_tools_ext.datasets.report import main as report_main
 from stable_audio_tools_ext.output.manifest import load_records
+from tests.support import parse_tables
 
 SPLITS = {"train": 0.5, "val": 0.5}
 
@@ -80,3 +81,42 @@ def test_report_without_scores_has_no_score_parts(scored_output, tmp_path, capsy
     assert report_main([str(out), "--samples-per-branch", "0"]) == 0
     page = (out / "report.html").read_text()
     assert "CLAP" not in page and "lowest-clap" not in page
+
+
+def test_report_with_a_reference_shows_the_distances_file_counts_and_warnings_once(scored_output, standins,
+                                                                                    tmp_path, capsys) -> None:  # fmt: skip
+    """The report command against the generated files themselves (PaSST: the stand-in; FD_openl3 takes the same
+    path through scoring.sets, tested in tests/evaluation/test_score.py)."""
+    out = tmp_path / "out"
+    shutil.copytree(scored_output, out)
+    assert report_main([str(out), "--samples-per-branch", "0", "--reference", str(scored_output),
+                        "--metrics", "kl_passt,fd_clap"]) == 0  # fmt: skip
+    assert capsys.readouterr().out.strip() == f"report: {out / 'report.html'}"
+    page = parse_tables(out / "report.html")
+    header, row = page.tables["reference"]
+    assert [cell["text"] for cell in header] == ["mean CLAP score (items)", "KL_passt", "FD_clap",
+                                                 "files (generated / reference)"]  # fmt: skip
+    scores = [record["clap_score"] for record in load_records(out).values()]
+    assert row[0]["text"] == f"{sum(scores) / 6:.4f} (6)"
+    assert dict((cells[0]["text"], cells[1]["text"]) for cells in page.tables["summary"])["mean CLAP score (items)"] == row[0]["text"]
+    # each item against its own file: KL only the +1e-6 stable-audio-metrics adds, FD round-off
+    assert -527e-6 <= float(row[1]["text"]) <= 0 and abs(float(row[2]["text"])) < 1e-9
+    assert row[3]["text"] == "6 / 6"
+    # too few files for 32-d CLAP embeddings: once per side, each once on the page
+    assert [w.split(", fewer than the 32 dimensions")[0] for w in page.warnings] == [
+        f"FD_clap: {out}: 6 files", f"FD_clap: --reference {scored_output}: 6 files"]
+
+
+def test_report_reference_problems_are_listed_and_exit_2_with_nothing_written(scored_output, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(scored_output, out)
+    (tmp_path / "silent").mkdir()
+    assert report_main([str(out), "--reference", str(tmp_path / "silent"), "--metrics", "kl_passt",
+                        "--passt-weights", str(tmp_path / "missing.pt")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert f"error: --reference {tmp_path / 'silent'}: no audio files" in err
+    assert f"error: --passt-weights: cannot read the PaSST weights {tmp_path / 'missing.pt'}" in err
+    assert report_main([str(tmp_path / "silent"), "--metrics", "fd_openl3"]) == 2
+    err = capsys.readouterr().err
+    assert "no manifest.jsonl records" in err and "--metrics/--openl3-*/--passt-weights: distances to --reference DIR" in err
+    assert not (out / "report.html").exists() and not (tmp_path / "silent" / "report.html").exists()
