@@ -26,7 +26,7 @@ from ..scoring.frechet import Gaussian
 from ..scoring.openl3 import Openl3LoadError
 from ..scoring.options import DEFAULT_DISTANCES, NAMES
 from ..scoring.passt import PasstLoadError
-from ..scoring.sets import Distance, SetModelOptions, SetModels, duplicate_ids, embed_files, embedding_spaces, set_distances
+from ..scoring.sets import Distance, SetModelOptions, SetModels, duplicate_id_problem, embed_files, embedding_spaces, set_distances
 from .audio_dir import audio_files
 
 
@@ -61,9 +61,8 @@ def reference_problems(options: SetModelOptions, folder: Path) -> tuple[list[str
     """The reference's audio files (relpaths, sorted) and every problem: the folder's (``audio_files``), the weights
     files' of the asked metrics (by flag), and for kl_passt the ids two reference files share."""
     files, problems = audio_files(folder, "--reference")
-    if "kl_passt" in options.metrics and (twice := duplicate_ids(files)):
-        problems.append(f"--reference {folder}: two files with one id (KL_passt pairs by path without extension): "
-                        f"{', '.join(twice)}")  # fmt: skip
+    if "kl_passt" in options.metrics and (twice := duplicate_id_problem("--reference", folder, files)):
+        problems.append(twice)
     return files, problems + embedding_spaces(options)[1]
 
 

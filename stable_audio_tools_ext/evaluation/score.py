@@ -39,7 +39,7 @@ from ..scoring.frechet import Gaussian
 from ..scoring.openl3 import Openl3LoadError
 from ..scoring.options import DEFAULT_DISTANCES, DISTANCES, FRECHET, NAMES, SCORES
 from ..scoring.passt import PasstLoadError
-from ..scoring.sets import (Distance, SetEmbeddings, SetModelOptions, SetModels, duplicate_ids, embed_files,
+from ..scoring.sets import (Distance, SetEmbeddings, SetModelOptions, SetModels, duplicate_id_problem, embed_files,
                             embedding_spaces, set_distances, unpaired)  # fmt: skip
 from ..scoring.stats_file import EmbeddingSpace, StatsFileError, StoredStats, load_stats, save_stats, space_problem
 
@@ -140,9 +140,8 @@ def _captions(args: argparse.Namespace, files: list[str]) -> tuple[dict[str, tup
 
 def _pairing_problems(args: argparse.Namespace, files: list[str], reference: list[str]) -> list[str]:
     """KL_passt's pairs: ids two files of a folder share, files without a reference file of their id and back."""
-    problems = [f"{flag} {folder}: two files with one id (KL_passt pairs by path without extension): {few(twice)}"
-                for flag, folder, found in (("--audio-dir", args.audio_dir, files), ("--reference", args.reference, reference))
-                if (twice := duplicate_ids(found))]  # fmt: skip
+    problems = [twice for flag, folder, found in (("--audio-dir", args.audio_dir, files), ("--reference", args.reference, reference))
+                if (twice := duplicate_id_problem(flag, folder, found, few))]  # fmt: skip
     alone, unused = unpaired(files, reference)
     if alone:
         problems.append(f"--metrics kl_passt: {counted(len(alone), 'file')} of --audio-dir {args.audio_dir} without a file "

@@ -20,7 +20,7 @@ so statistics saved from another model, another weights file or another recipe a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -160,6 +160,14 @@ def duplicate_ids(relpaths: Sequence[str]) -> list[str]:
             twice.append(f"{seen[file_id(relpath)]!r} and {relpath!r}")
         seen.setdefault(file_id(relpath), relpath)
     return twice
+
+
+def duplicate_id_problem(flag: str, folder: Path, relpaths: Sequence[str],
+                         listing: Callable[[Sequence[str]], str] = ", ".join) -> str | None:  # fmt: skip
+    """The problem to report when two files of ``folder`` (given as ``flag``) share an id, else ``None``;
+    ``listing`` writes the pairs (all of them by default)."""
+    twice = duplicate_ids(relpaths)
+    return f"{flag} {folder}: two files with one id (KL_passt pairs by path without extension): {listing(twice)}" if twice else None
 
 
 def unpaired(relpaths: Sequence[str], reference: Sequence[str]) -> tuple[list[str], list[str]]:
