@@ -356,3 +356,21 @@ def test_an_output_dir_holds_one_layout_and_shard_size_needs_wds(generated, shar
     assert "argument --shard-size: expected an integer >= 1, got 0" in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in [*generated.rglob("*"), *sharded.rglob("*")]} == before
     assert not (tmp_path / "o").exists()
+
+
+def test_hugging_face_datasets_loads_both_layouts_with_prompts_and_seeds(generated, sharded, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))  # read when datasets is imported
+    hf = pytest.importorskip("datasets", reason="Hugging Face datasets is in the test extra: run make install")
+    splits = parse_split_spec(SPLIT)
+    by_split = {name: {p: r for p, r in load_records(generated).items() if r["split"] == name} for name in splits}
+    for name, records in by_split.items():
+        files = hf.load_dataset("audiofolder", data_dir=str(generated / "splits" / name), split="train")
+        assert files.features["audio"] == hf.Audio()  # the files, as audio
+        rows = {row["path"]: row for row in files.remove_columns("audio")}
+        assert {p: (r["prompt"], r["seed"], r["seconds_total"]) for p, r in rows.items()} == {
+            p: (r["prompt"], r["seed"], r["seconds_total"]) for p, r in records.items()}  # fmt: skip
+    shards = hf.load_dataset("webdataset", data_files={name: str(sharded / "splits" / name / "*.tar") for name in splits})
+    for name, records in by_split.items():
+        rows = {row["json"]["path"]: row["json"] for row in shards[name].remove_columns("wav")}
+        assert {p: (r["prompt"], r["seed"], r["seconds_total"]) for p, r in rows.items()} == {
+            p: (r["prompt"], r["seed"], r["seconds_total"]) for p, r in records.items()}  # fmt: skip
