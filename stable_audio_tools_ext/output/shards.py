@@ -39,10 +39,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..tree.reserved import MANIFEST_NAME, MANIFEST_PARTS_DIRNAME, SHARDS_DIRNAME
-from .atomic import commit_partial, open_partial
+from .atomic import atomic_open, commit_partial, open_partial
 from .manifest import Record
 
 OUTPUT_FORMATS = ("files", "wds")
+SHARD_FIELDS = ("shard", "shard_offset", "shard_bytes")  # what a sharded item's record has beyond a file's
 DEFAULT_SHARD_SIZE = 100  # items per shard: about 180 MB of 10 s stereo 16-bit WAVs, 840 MB at 47.55 s
 SHARD_EXTENSION = ".tar"
 
@@ -122,6 +123,11 @@ def read_member(output_dir: Path, record: Record) -> bytes:
     if len(data) != record["bytes"]:
         raise OSError(f"{output_dir / record['shard']}: shorter than the record of {record['path']} says")
     return data
+
+
+def read_item(output_dir: Path, record: Record) -> bytes:
+    """The audio bytes of a written item, from its file or its shard."""
+    return read_member(output_dir, record) if is_sharded(record) else (output_dir / record["path"]).read_bytes()
 
 
 def shard_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
@@ -225,3 +231,19 @@ class ShardWriter:
         commit_partial(shard.handle, shard.tmp_path, final)
         size = final.stat().st_size
         return [{**record, "shard_bytes": size} for record in shard.records]
+
+
+class FileWriter:
+    """The default layout, with ``ShardWriter``'s interface: each item's audio in its own file at its path."""
+
+    def __init__(self, output_dir: Path) -> None:
+        self.output_dir = output_dir
+
+    def add(self, relpath: str, leaf: str, audio: bytes, record: Record) -> list[Record]:
+        """Write the file atomically; its record is final at once."""
+        with atomic_open(self.output_dir / relpath) as handle:
+            handle.write(audio)
+        return [record]
+
+    def close(self) -> list[Record]:
+        return []

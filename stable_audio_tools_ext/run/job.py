@@ -13,12 +13,11 @@ import numpy as np
 import torch
 
 from ..model.loading import LoadedModel
-from ..output.atomic import atomic_open
 from ..output.audio_io import FORMATS, decode_audio, encode_audio, to_samples
 from ..output.manifest import ManifestWriter, Record
 from ..output.normalize import normalize
 from ..output.resume import OutputSettings, fingerprint
-from ..output.shards import ShardWriter
+from ..output.shards import FileWriter, ShardWriter
 from ..output.stats import audio_stats, status_of
 from ..output.writer import BackgroundWriter
 from ..sampling.autobatch import generate_audio_splitting
@@ -90,21 +89,6 @@ def _add_scores(batch: Sequence[WorkItem], written: list[tuple[dict[str, Any], b
             fields["clap_score"] = round(float(score), 6)
 
 
-class _Files:
-    """The default layout: each item's audio in its own file at its path, written atomically."""
-
-    def __init__(self, output_dir: Path) -> None:
-        self.output_dir = output_dir
-
-    def add(self, relpath: str, leaf: str, audio: bytes, record: Record) -> list[Record]:
-        with atomic_open(self.output_dir / relpath) as handle:
-            handle.write(audio)
-        return [record]
-
-    def close(self) -> list[Record]:
-        return []
-
-
 def run_rank(
     loaded: LoadedModel,
     items: Sequence[WorkItem],
@@ -126,7 +110,7 @@ def run_rank(
     manifest record, which is where rank 0 reads the job's outcome from; an item in a shard is
     recorded once its shard is complete.
     """
-    sink = shards if shards is not None else _Files(output_dir)
+    sink = shards if shards is not None else FileWriter(output_dir)
 
     def write_batch(job: tuple[list[WorkItem], torch.Tensor, float]) -> None:
         batch, audio, share = job

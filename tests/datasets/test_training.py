@@ -21,6 +21,7 @@ import pytest
 import soundfile as sf
 
 from stable_audio_tools_ext.datasets import training as dataset
+from stable_audio_tools_ext.datasets.shards import main as convert_main
 from stable_audio_tools_ext.datasets.training import parse_split_spec, split_of, split_position
 from stable_audio_tools_ext.output.manifest import load_records
 from stable_audio_tools_ext.output.shards import read_member, relpath_of_key, shard_paths, shard_samples
@@ -374,3 +375,23 @@ def test_hugging_face_datasets_loads_both_layouts_with_prompts_and_seeds(generat
         rows = {row["json"]["path"]: row["json"] for row in shards[name].remove_columns("wav")}
         assert {p: (r["prompt"], r["seed"], r["seconds_total"]) for p, r in rows.items()} == {
             p: (r["prompt"], r["seed"], r["seconds_total"]) for p, r in records.items()}  # fmt: skip
+
+
+def test_converter_round_trip_is_byte_identical_and_regroups_shards_by_split(generated, tmp_path, capsys) -> None:
+    records = load_records(generated)
+    mixed, grouped, back = tmp_path / "mixed", tmp_path / "grouped", tmp_path / "back"
+    assert convert_main([str(generated), str(mixed), "--to", "wds", "--shard-size", "20"]) == 0
+    assert len(shard_paths(mixed)) == 1  # every leaf in one shard: both splits
+    before = sorted(p.name for p in mixed.iterdir())
+    assert dataset.main([str(mixed), "--split", SPLIT]) == 2
+    assert "shards hold leaves of several splits" in capsys.readouterr().err
+    assert sorted(p.name for p in mixed.iterdir()) == before  # refused before anything changed
+    assert convert_main([str(mixed), str(grouped), "--to", "wds", "--shard-size", "20", "--split", SPLIT]) == 0
+    assert dataset.main([str(grouped), "--split", SPLIT]) == 0  # now each split is whole shards
+    assert convert_main([str(grouped), str(back), "--to", "files"]) == 0
+    assert f"{len(records)} items, every one byte-identical" in capsys.readouterr().out
+    assert {p: f.read_bytes() for p, f in audio_files(back).items()} == {
+        p: f.read_bytes() for p, f in audio_files(generated).items() if not p.startswith("splits/")}  # fmt: skip
+    assert load_records(back) == records  # the records as generated: no shard fields left
+    assert convert_main([str(generated), str(back), "--to", "wds"]) == 2
+    assert f"{back}: exists" in capsys.readouterr().err
