@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_HF_HOME := .cache/hf-demo
 DEMO_OUT ?= demo_output
 
-.PHONY: install demo test bench bench-sweep bench-finetune bench-score lock clean
+.PHONY: install demo test bench bench-sweep bench-finetune bench-score bench-shards lock clean
 
 install: $(STAMP)
 
@@ -58,3 +58,7 @@ bench-finetune: install
 # files per second of the CLAP score, FD_openl3 (OpenL3 frames) and KL_passt (PaSST probabilities) (docs/BENCHMARKS.md)
 bench-score: install
 	$(PY) -m bench.clap_overhead
+
+# file-per-item vs WebDataset shards: 10,000 items generated both ways (files created, wall time), then read through stable-audio-tools' loader (docs/BENCHMARKS.md)
+bench-shards: install
+	$(PY) -m bench.shards

@@ -91,3 +91,17 @@ def small_model(small_hub: Path):
 def chromium() -> Path:
     """The browser of every test that needs one, found or installed once per session (``tests/chromium.py``)."""
     return ensure_chromium()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A skipped test fails the run: the suite's promise is every test run, nothing skipped.
+
+    A skip here always means a missing piece of set-up (Chromium, the test extra), which `make test`
+    installs; passing without it would hide that the test never ran. Under pytest-xdist the
+    controller's reporter sees every worker's results.
+    """
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if skipped and exitstatus == pytest.ExitCode.OK:
+        reporter.write_line(f"{len(skipped)} skipped: the suite runs every test (see the reasons above); failing the run", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

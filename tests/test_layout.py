@@ -99,6 +99,7 @@ def test_every_sampler_a_family_lists_is_implemented() -> None:
         "stable_audio_tools_ext.run.demo",
         "stable_audio_tools_ext.datasets.training",
         "stable_audio_tools_ext.datasets.report",
+        "stable_audio_tools_ext.datasets.shards",
     ],
 )
 def test_module_entry_points_run(module: str) -> None:

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..output.audio_io import audio_header
+from ..tree.reserved import HF_METADATA_NAME
 
 # stable_audio_tools.data.dataset.get_audio_filenames' default extensions (0.0.19): the files an
 # audio_dir dataset scans (case-insensitively). A test checks that they agree.
@@ -85,6 +86,8 @@ def audio_dir_config(datasets: Sequence[tuple[str, Path]], metadata_module: Path
 def link_tree_problem(links_dir: Path) -> str | None:
     """Why ``links_dir`` is not a folder of links this tool made (and may delete), or ``None``.
 
+    Besides links it may hold the Hugging Face ``metadata.jsonl`` files ``--split`` writes.
+
     Checked before anything is deleted, so a refused folder is left exactly as it was.
     """
     if not links_dir.exists() and not links_dir.is_symlink():
@@ -94,7 +97,7 @@ def link_tree_problem(links_dir: Path) -> str | None:
     for directory, subdirs, files in os.walk(links_dir):
         for name in files + subdirs:
             path = Path(directory, name)
-            if not path.is_symlink() and not path.is_dir():
+            if not path.is_symlink() and not path.is_dir() and name != HF_METADATA_NAME:
                 return f"{path} is not a split link made by this tool; move it away from {links_dir}"
     return None
 
@@ -109,7 +112,7 @@ def remove_link_tree(links_dir: Path) -> None:
     for directory, subdirs, files in os.walk(links_dir, topdown=False):
         for name in files + subdirs:
             path = Path(directory, name)
-            if path.is_symlink():
+            if path.is_symlink() or path.is_file():  # a link, or the split's Hugging Face metadata
                 path.unlink()
             else:
                 path.rmdir()

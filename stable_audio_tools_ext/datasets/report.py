@@ -13,6 +13,8 @@ the same helpers (``distance_*`` below).
 The page is self-contained so it opens offline, from a cluster's shared filesystem or a copied
 folder: plots are PNGs inlined as data URIs, styles are inline, there is no script, and players
 link the audio files by relative path (inlining audio would make the page as large as the dataset).
+In a sharded output (``--output-format wds``) a browser cannot play a member of a tar: the thumbnails
+are drawn from the members read into memory, and each card names its shard instead of a player.
 Plots use matplotlib's object API (no pyplot), so no global backend is switched in the caller.
 """
 
@@ -39,6 +41,7 @@ from matplotlib.figure import Figure
 from ..output.atomic import atomic_write_text
 from ..output.manifest import MANIFEST_NAME, Record, load_records
 from ..output.resume import VALID_STATUSES  # the statuses of items whose file was written
+from ..output.shards import is_sharded, read_member
 from ..output.stats import dbfs
 from ..scoring.options import (DEFAULT_CLAP_MODEL, DISTANCES, NAMES, add_set_model_arguments, metric_names,
                                reference_flags_problem)  # fmt: skip
@@ -129,9 +132,9 @@ def histogram(values: Sequence[float], title: str, xlabel: str) -> str:
     return _png(figure)
 
 
-def spectrogram_thumbnail(path: Path) -> str:
-    """A small log-power spectrogram (0 Hz at the bottom) of the file's channel mean, as a PNG data URI."""
-    samples, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+def spectrogram_thumbnail(path: Path | io.BytesIO) -> str:
+    """A small log-power spectrogram (0 Hz at the bottom) of the audio's channel mean, as a PNG data URI."""
+    samples, sample_rate = sf.read(str(path) if isinstance(path, Path) else path, dtype="float32", always_2d=True)
     mono = samples.mean(axis=1)
     figure = Figure(figsize=(2.6, 1.0))
     axes = figure.add_axes((0, 0, 1, 1))
@@ -315,14 +318,23 @@ def pick_samples(records: Sequence[Record], count: int) -> list[Record]:
 
 
 def _card(output_dir: Path, record: Record) -> str:
-    path = output_dir / record["path"]
-    if not path.is_file():
-        return f'<div class="card"><span class="path">{html.escape(record["path"])}</span><p class="flag">file missing</p></div>'
+    missing = f'<div class="card"><span class="path">{html.escape(record["path"])}</span><p class="flag">file missing</p></div>'
+    if is_sharded(record):
+        try:
+            audio: Path | io.BytesIO = io.BytesIO(read_member(output_dir, record))
+        except (OSError, KeyError, TypeError):  # the shard is gone or the record has no audio
+            return missing
+        player = f'<div class="muted">in {html.escape(str(record["shard"]))}</div>'
+    else:
+        audio = output_dir / record["path"]
+        if not audio.is_file():
+            return missing
+        player = f'<audio controls preload="none" src="{html.escape(quote(record["path"]))}"></audio>'
     lufs = record.get("lufs")
     details = f"{seconds_of(record):.2f} s, peak {_db(record.get('peak'))}, " + (f"{lufs:.1f} LUFS" if lufs is not None else "no LUFS")
     return (
-        f'<div class="card"><img alt="spectrogram of {html.escape(record["path"])}" src="{spectrogram_thumbnail(path)}">'
-        f'<audio controls preload="none" src="{html.escape(quote(record["path"]))}"></audio>'
+        f'<div class="card"><img alt="spectrogram of {html.escape(record["path"])}" src="{spectrogram_thumbnail(audio)}">'
+        f'{player}'
         f'<div class="path">{html.escape(record["path"])}</div><div>{html.escape(str(record.get("prompt", "")))}</div>'
         f'<div class="muted">{html.escape(details)}</div></div>'
     )

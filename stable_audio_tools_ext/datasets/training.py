@@ -39,9 +39,12 @@ from rich.console import Console
 from ..output.atomic import atomic_write_text
 from ..output.manifest import ManifestWriter, Record, fold_parts, load_records
 from ..output.normalize import NORMALIZE_MODES, normalization_from_args
+from ..output.resume import VALID_STATUSES
+from ..output.shards import is_sharded
 from ..tree.reserved import DATASET_CONFIG_NAME as CONFIG_NAME
 from ..tree.reserved import DATASET_METADATA_NAME as METADATA_MODULE_NAME
-from ..tree.reserved import MANIFEST_NAME, SPLITS_DIRNAME, split_config_name
+from ..tree.reserved import HF_METADATA_NAME, MANIFEST_NAME, SHARDS_DIRNAME, SPLITS_DIRNAME, split_config_name
+from . import wds
 from .audio_dir import DatasetError, audio_dir_config, link_file, metadata_module_source, remove_link_tree
 
 SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -250,40 +253,65 @@ def write_dataset(
             raise DatasetError(MIN_CLAP_SCORE_NEEDS_SPLIT)
         if (problem := _unscored_problem(records)) is not None:
             raise DatasetError(problem)
+    sharded = any(is_sharded(record) for record in records.values())
+    if splits and sharded:  # refused before anything changes
+        shards_of_split = wds.shards_by_split(records, lambda leaf: split_of(leaf, splits))
     _record_splits(output_dir, records, splits)
     records = load_records(output_dir)
     metadata_module = output_dir / METADATA_MODULE_NAME
-    atomic_write_text(metadata_module, METADATA_MODULE_SOURCE)
+    atomic_write_text(metadata_module, wds.metadata_module(min_clap_score) if sharded else METADATA_MODULE_SOURCE)
     for stale in output_dir.glob(split_config_name("*")):
         stale.unlink()
+    (output_dir / HF_METADATA_NAME).unlink(missing_ok=True)
     if clash is None:  # else splits/ is a branch of a tree from before the name was reserved, and no split was asked for
         remove_link_tree(output_dir / SPLITS_DIRNAME)
+    config_of = wds.wds_config if sharded else audio_dir_config
     result = DatasetFiles()
     if not splits:
-        atomic_write_text(output_dir / CONFIG_NAME, audio_dir_config([(output_dir.name, output_dir)], metadata_module))
+        if not sharded:
+            written = [(path, r) for path, r in sorted(records.items()) if r.get("status") in VALID_STATUSES]
+            _write_hf_metadata(output_dir, written)
+        root = output_dir / SHARDS_DIRNAME if sharded else output_dir
+        atomic_write_text(output_dir / CONFIG_NAME, config_of([(output_dir.name, root)], metadata_module))
         result.configs.append(output_dir / CONFIG_NAME)
         return result
     split_dirs = {name: output_dir / SPLITS_DIRNAME / name for name in splits}
     for split_dir in split_dirs.values():
         split_dir.mkdir(parents=True)
+    linked: dict[str, list[tuple[str, Record]]] = {name: [] for name in splits}
     for relpath, record in sorted(records.items()):
         if record["k"] == 1:
             result.leaves[record["split"]] += 1
-        if record.get("status") not in TRAINABLE_STATUSES or not (output_dir / relpath).is_file():
+        stored = output_dir / (record["shard"] or "") if sharded else output_dir / relpath
+        if record.get("status") not in TRAINABLE_STATUSES or not stored.is_file():
             result.untrainable += 1
         elif min_clap_score is not None and record["clap_score"] < min_clap_score:
-            result.low_score += 1
+            result.low_score += 1  # a shard keeps it: the metadata module rejects it
         else:
-            link_file(output_dir / SPLITS_DIRNAME / record["split"] / relpath, output_dir / relpath)
+            if not sharded:
+                link_file(output_dir / SPLITS_DIRNAME / record["split"] / relpath, output_dir / relpath)
+            linked[record["split"]].append((relpath, record))
             result.files[record["split"]] += 1
+    for name, split_dir in split_dirs.items():
+        if sharded:
+            wds.link_split_shards(output_dir, split_dir, shards_of_split.get(name, set()))
+        else:
+            _write_hf_metadata(split_dir, linked[name])
     datasets = {name: (f"{output_dir.name}-{name}", split_dir) for name, split_dir in split_dirs.items()}
-    atomic_write_text(output_dir / CONFIG_NAME, audio_dir_config(list(datasets.values()), metadata_module))
+    atomic_write_text(output_dir / CONFIG_NAME, config_of(list(datasets.values()), metadata_module))
     result.configs.append(output_dir / CONFIG_NAME)
     for name, dataset in datasets.items():
         path = output_dir / split_config_name(name)
-        atomic_write_text(path, audio_dir_config([dataset], metadata_module))
+        atomic_write_text(path, config_of([dataset], metadata_module))
         result.configs.append(path)
     return result
+
+
+def _write_hf_metadata(folder: Path, written: list[tuple[str, Record]]) -> None:
+    """``folder/metadata.jsonl`` for Hugging Face's ``audiofolder``: each file's ``file_name`` (relative to
+    ``folder``, where the file or its split link lies) and its manifest record's fields."""
+    lines = [json.dumps({"file_name": relpath, **record}, sort_keys=True) + "\n" for relpath, record in written]
+    atomic_write_text(folder / HF_METADATA_NAME, "".join(lines))
 
 
 def describe(result: DatasetFiles, splits: dict[str, float] | None, min_clap_score: float | None = None) -> list[str]:

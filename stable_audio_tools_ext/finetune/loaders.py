@@ -72,8 +72,9 @@ class Loader:
     dataloader: torch.utils.data.DataLoader
 
     @property
-    def files(self) -> int:
-        return len(self.dataloader.dataset)
+    def files(self) -> int | None:
+        """How many files a folder dataset reads; ``None`` for a streamed one (``wds``: shards, not counted)."""
+        return len(self.dataloader.dataset) if self.config["dataset_type"] in CHECKED_TYPES else None
 
 
 def read_dataset_config(path: Path, flag: str) -> dict[str, Any]:

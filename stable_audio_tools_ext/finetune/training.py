@@ -382,16 +382,21 @@ def _prepare_folder(request: TrainRequest, choice: ModelChoice) -> None:
     run.save_config(choice.config)
 
 
+def _files_text(files: int | None, role: str) -> str:
+    """``"12 training files"``, or for a streamed dataset (shards, ``files`` None) what it is."""
+    return f"{files} {role} files" if files is not None else f"{role} samples streamed from WebDataset shards"
+
+
 def _say_start(request: TrainRequest, choice: ModelChoice, weights_read: str, last: tuple[int, Path] | None,
-               precision: str, ranks: int, train_files: int, val_files: int | None) -> None:  # fmt: skip
+               precision: str, ranks: int, train_files: int | None, val_files: int | None) -> None:  # fmt: skip
     if last:
         _say(f"continuing {request.run.folder} from step {last[0]}: {last[1]}")
     else:
         _say(f"training {request.run.folder} from {choice.description} ({weights_read})")
     steps = f"to step {request.max_steps}" if request.max_steps else "until stopped (Ctrl-C or SIGTERM saves a checkpoint)"
     batch = request.batch_size * request.accum_batches * ranks
-    val = f", {val_files} validation files" if val_files is not None else ""
-    _say(f"{train_files} training files{val}; batch {request.batch_size} x {request.accum_batches} accumulated x "
+    val = f", {_files_text(val_files, 'validation')}" if request.val_dataset_config else ""
+    _say(f"{_files_text(train_files, 'training')}{val}; batch {request.batch_size} x {request.accum_batches} accumulated x "
          f"{ranks} ranks = {batch}; precision {precision}; {steps}; a checkpoint every {request.checkpoint_every} steps")  # fmt: skip
 
 

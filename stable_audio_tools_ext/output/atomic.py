@@ -28,20 +28,41 @@ def _current_umask() -> int:
 _FILE_MODE = 0o666 & ~_current_umask()
 
 
-@contextmanager
-def atomic_open(path: Path) -> Iterator[BinaryIO]:
-    """Open a temporary file for binary writing that replaces ``path`` when the block succeeds."""
+def open_partial(path: Path) -> tuple[BinaryIO, Path]:
+    """A new temporary file beside ``path`` (``.<name>.<random>.partial``), open for binary writing.
+
+    Its name is one ``remove_partial_files`` deletes, so a writer killed before ``commit_partial``
+    leaves nothing a later run or reader mistakes for a finished file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX)
     try:
         os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
+        return os.fdopen(fd, "wb"), Path(tmp_name)
     except BaseException:
+        os.close(fd)
         Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def commit_partial(handle: BinaryIO, tmp_path: Path, path: Path) -> None:
+    """Flush ``handle`` to disk, close it and rename its temporary file to ``path``."""
+    with handle:
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp_path, path)
+
+
+@contextmanager
+def atomic_open(path: Path) -> Iterator[BinaryIO]:
+    """Open a temporary file for binary writing that replaces ``path`` when the block succeeds."""
+    handle, tmp_path = open_partial(path)
+    try:
+        with handle:
+            yield handle
+            commit_partial(handle, tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
         raise
 
 

@@ -6,6 +6,7 @@ behaviour in torchaudio 2.9. A file only ever appears under its final name compl
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,3 +69,19 @@ def write_audio_atomic(path: Path, samples: np.ndarray, sample_rate: int, fmt: A
     """Write ``samples`` to ``path`` so that ``path`` is either absent, the old file, or complete."""
     with atomic_open(path) as handle:
         sf.write(handle, samples, sample_rate, format=fmt.container, subtype=fmt.subtype)
+
+
+def encode_audio(samples: np.ndarray, sample_rate: int, fmt: AudioFormat) -> bytes:
+    """``samples`` encoded as ``write_audio_atomic`` writes them, in memory: a member of a shard."""
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, sample_rate, format=fmt.container, subtype=fmt.subtype)
+    return buffer.getvalue()
+
+
+def decode_audio(data: bytes, seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Encoded audio (a file's bytes, a shard member) -> ``(frames, channels)`` float32 samples and their rate.
+
+    ``seconds`` keeps the first ``seconds`` (an item's ``seconds_total``), cut as ``--clip-length`` cuts.
+    """
+    samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    return (samples if seconds is None else samples[: clip_frames(seconds, rate)]), rate

@@ -3,7 +3,10 @@
 An item counts as done only when all of these hold: the manifest has a record for its path with a
 valid status; the record was made with the same generation parameters (its fingerprint matches);
 and the file on disk still has the size and frame count recorded for it. A file merely existing
-proves nothing - it may be a copy from another sweep, or truncated by a full disk.
+proves nothing - it may be a copy from another sweep, or truncated by a full disk. An item in a
+WebDataset shard (``shards``) is intact when its shard has the size recorded when it was renamed
+complete: shards are written once under a temporary name and never changed, so one stat per shard
+is as strong a check as the header read per file.
 
 When an item's parameters changed since it was written (new prompt, seed, steps, model...), the old
 file is regenerated rather than kept: keeping it would silently mix two sweeps in one dataset.
@@ -23,6 +26,7 @@ import soundfile as sf
 from ..tree.plan import WorkItem
 from .manifest import Record
 from .normalize import Normalization
+from .shards import is_sharded, shard_intact
 
 VALID_STATUSES = ("ok", "silent")
 
@@ -79,6 +83,7 @@ def resume_state(
 ) -> ResumeState:
     pending: list[WorkItem] = []
     done = changed = damaged = failed = 0
+    shard_sizes: dict[str, int | None] = {}
     for item in items:
         record = records.get(item.relpath)
         if record is None:
@@ -89,7 +94,8 @@ def resume_state(
         elif record.get("status") not in VALID_STATUSES:
             failed += 1
             pending.append(item)
-        elif not _file_intact(output_dir / item.relpath, record):
+        elif not (shard_intact(output_dir, record, shard_sizes) if is_sharded(record)
+                  else _file_intact(output_dir / item.relpath, record)):  # fmt: skip
             damaged += 1
             pending.append(item)
         else:

@@ -26,6 +26,7 @@ from ..model.families import SAMPLER_NAMES  # noqa: E402
 from ..model.options import add_lora_arguments, add_model_arguments, model_spec_from_args  # noqa: E402
 from ..model.spec import ModelLoadError, ModelSpec  # noqa: E402
 from ..output.audio_io import FORMATS  # noqa: E402
+from ..output.shards import DEFAULT_SHARD_SIZE, OUTPUT_FORMATS, layout_problem  # noqa: E402
 from ..sampling.chunking import DECODE_OVERLAP_PER_SIDE, MIN_DECODE_CHUNK, decode_chunk_frames  # noqa: E402
 from ..scoring.options import add_score_arguments  # noqa: E402
 from ..tree.conditions import ConditionTreeError, Problem, warnings_report  # noqa: E402
@@ -68,6 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(FORMATS),
         default="wav",
         help="file encoding: wav (16-bit PCM, the default), wav24 (24-bit PCM), wav32f (32-bit float), flac (16-bit), flac24",
+    )
+    io.add_argument(
+        "--output-format",
+        choices=OUTPUT_FORMATS,
+        default="files",
+        help="files (default): one audio file per item; wds: WebDataset tar shards under <output-dir>/shards/, "
+        "each sample the item's audio and its manifest record as JSON (docs/datasets.md#webdataset-shards)",
+    )
+    io.add_argument(
+        "--shard-size",
+        type=positive_int,
+        metavar="N",
+        help=f"with --output-format wds: items per shard (default: {DEFAULT_SHARD_SIZE}); a killed run loses "
+        "at most each rank's open shards, which the rerun regenerates",
     )
     io.add_argument(
         "--clip-length",
@@ -189,9 +204,14 @@ def _report(args: argparse.Namespace, problems: list[Problem], errors: list[str]
 
 def _flag_problems(args: argparse.Namespace) -> list[str]:
     """Problems with flag combinations, the same on every node."""
+    problems = []
     if args.world_size is not None and not args.dry_run:
-        return ["--world-size only applies with --dry-run; a real run takes its world size from torchrun"]
-    return []
+        problems.append("--world-size only applies with --dry-run; a real run takes its world size from torchrun")
+    if args.shard_size is not None and args.output_format != "wds":
+        problems.append("--shard-size only applies with --output-format wds")
+    if args.output_dir.is_dir() and (problem := layout_problem(args.output_dir, args.output_format)):
+        problems.append(problem)
+    return problems
 
 
 def _output_dir_problems(args: argparse.Namespace) -> list[str]:

@@ -13,14 +13,15 @@ import numpy as np
 import torch
 
 from ..model.loading import LoadedModel
-from ..output.audio_io import FORMATS, to_samples, write_audio_atomic
-from ..output.manifest import ManifestWriter
+from ..output.audio_io import FORMATS, decode_audio, encode_audio, to_samples
+from ..output.manifest import ManifestWriter, Record
 from ..output.normalize import normalize
 from ..output.resume import OutputSettings, fingerprint
+from ..output.shards import FileWriter, ShardWriter
 from ..output.stats import audio_stats, status_of
 from ..output.writer import BackgroundWriter
 from ..sampling.autobatch import generate_audio_splitting
-from ..scoring.clap import ClapScorer, read_clip
+from ..scoring.clap import ClapScorer
 from ..tree.plan import WorkItem, make_batches
 from .progress import RankProgress
 from .signals import GracefulStop
@@ -56,38 +57,35 @@ def _record(item: WorkItem, settings: OutputSettings, loaded: LoadedModel, **fie
     }
 
 
-def _write_item(
-    item: WorkItem, clip: torch.Tensor, output_dir: Path, settings: OutputSettings, loaded: LoadedModel
-) -> tuple[dict[str, Any], np.ndarray | None]:
-    """Check, write and describe one generated clip; return the fields and the samples written (``None``:
+def _encode_item(
+    item: WorkItem, clip: torch.Tensor, settings: OutputSettings, loaded: LoadedModel
+) -> tuple[dict[str, Any], bytes | None]:
+    """Check, encode and describe one generated clip; return the fields and the encoded audio (``None``:
     non-finite audio is recorded but not written)."""
     if not torch.isfinite(clip).all():
         return {"status": "nonfinite", "frames": 0, "bytes": 0, "peak": None, "rms": None}, None
     sample_rate = loaded.spec.sample_rate
     samples: np.ndarray = to_samples(clip, sample_rate, item.request.seconds_total if settings.clip_length else None)
     samples, normalized = normalize(samples, sample_rate, settings.normalization)
-    path = output_dir / item.relpath
-    write_audio_atomic(path, samples, sample_rate, FORMATS[settings.audio_format])
+    data = encode_audio(samples, sample_rate, FORMATS[settings.audio_format])
     stats = audio_stats(samples, sample_rate)
-    return {"status": status_of(stats["peak"]), "frames": len(samples), "bytes": path.stat().st_size,
-            "channels": samples.shape[1], **stats, **normalized}, samples  # fmt: skip
+    return {"status": status_of(stats["peak"]), "frames": len(samples), "bytes": len(data),
+            "channels": samples.shape[1], **stats, **normalized}, data  # fmt: skip
 
 
-def _add_scores(
-    batch: Sequence[WorkItem], written: list[tuple[dict[str, Any], np.ndarray | None]], output_dir: Path,
-    scorer: ClapScorer,
-) -> None:  # fmt: skip
+def _add_scores(batch: Sequence[WorkItem], written: list[tuple[dict[str, Any], bytes | None]], scorer: ClapScorer) -> None:
     """Add ``clap_score`` to the fields of every written item of ``batch``, scored as one batch.
 
-    Each item is scored from its file as written (16-bit where the format is), cut to its own
-    ``seconds_total`` whatever ``--clip-length`` says: what stable-audio-metrics would score of it,
-    and what scoring the file after the run (``score.score_unscored``) gives.
+    Each item is scored from its audio as written (the file's or shard member's bytes: 16-bit where
+    the format is), cut to its own ``seconds_total`` whatever ``--clip-length`` says: what
+    stable-audio-metrics would score of it, and what scoring the file after the run
+    (``score.score_unscored``) gives.
     """
-    scored = [(item, fields) for item, (fields, samples) in zip(batch, written) if samples is not None]
+    scored = [(item, fields, data) for item, (fields, data) in zip(batch, written) if data is not None]
     if scored:
-        clips = [read_clip(output_dir / item.relpath, item.request.seconds_total) for item, _ in scored]
-        scores = scorer.scores([item.request.prompt for item, _ in scored], clips)
-        for (_, fields), score in zip(scored, scores):
+        clips = [decode_audio(data, item.request.seconds_total) for item, _, data in scored]
+        scores = scorer.scores([item.request.prompt for item, _, _ in scored], clips)
+        for (_, fields, _), score in zip(scored, scores):
             fields["clap_score"] = round(float(score), 6)
 
 
@@ -102,24 +100,32 @@ def run_rank(
     stop: GracefulStop,
     rank: int,
     scorer: ClapScorer | None = None,
+    shards: ShardWriter | None = None,
 ) -> None:
     """Generate this rank's items batch by batch while a background thread writes (and, with a
-    ``scorer``, scores) the previous batch.
+    ``scorer``, scores) the previous batch: one file per item, or into ``shards``.
 
-    A stop request ends the loop between batches; every batch already generated is still written.
-    What happened to each item (written, non-finite) is in its manifest record, which is where rank 0
-    reads the job's outcome from.
+    A stop request ends the loop between batches; every batch already generated is still written,
+    and open shards are completed. What happened to each item (written, non-finite) is in its
+    manifest record, which is where rank 0 reads the job's outcome from; an item in a shard is
+    recorded once its shard is complete.
     """
+    sink = shards if shards is not None else FileWriter(output_dir)
 
     def write_batch(job: tuple[list[WorkItem], torch.Tensor, float]) -> None:
         batch, audio, share = job
-        written = [_write_item(item, clip, output_dir, settings, loaded) for item, clip in zip(batch, audio)]
+        written = [_encode_item(item, clip, settings, loaded) for item, clip in zip(batch, audio)]
         if scorer is not None:
-            _add_scores(batch, written, output_dir, scorer)
-        records = [_record(item, settings, loaded, wall_seconds=round(share, 3), rank=rank, **fields)
-                   for item, (fields, _) in zip(batch, written)]  # fmt: skip
-        manifest.append(records)
-        progress.advance(len(batch), sum(r["frames"] for r in records) / loaded.spec.sample_rate)
+            _add_scores(batch, written, scorer)
+        finished: list[Record] = []
+        for item, (fields, data) in zip(batch, written):
+            record = _record(item, settings, loaded, wall_seconds=round(share, 3), rank=rank, **fields)
+            if data is not None:
+                finished += sink.add(item.relpath, item.leaf, data, record)
+            else:  # nothing to write; in a sharded output the record says it is one (shard: null)
+                finished.append(record if shards is None else {**record, "shard": None})
+        manifest.append(finished)
+        progress.advance(len(batch), sum(f["frames"] for f, _ in written) / loaded.spec.sample_rate)
 
     batches = make_batches(items, batch_size)
     with BackgroundWriter(write_batch) as writer:
@@ -129,3 +135,4 @@ def run_rank(
             started = time.perf_counter()
             audio = generate_audio_splitting(loaded, [item.request for item in batch]).cpu()
             writer.submit((batch, audio, (time.perf_counter() - started) / len(batch)))
+    manifest.append(sink.close())

@@ -18,16 +18,18 @@ import time
 
 from rich.console import Console
 
-from ..datasets.training import finish_dataset
+from ..datasets.training import finish_dataset, split_of
 from ..model.loading import LoadedModel, compile_dit, load_model
 from ..model.spec import ModelLoadError, ModelSpec
 from ..output.atomic import remove_partial_files
 from ..output.manifest import MANIFEST_NAME, ManifestWriter, Record, fold_parts, load_records
 from ..output.resume import ResumeState, resume_state
+from ..output.shards import DEFAULT_SHARD_SIZE, ShardWriter, shard_paths, unreferenced_shards
 from ..output.writer import WriteError
 from ..sampling.autobatch import AutoBatchSize
 from ..scoring.clap import ClapLoadError, ClapScorer
 from ..tree.plan import WorkItem, balanced_order
+from ..tree.reserved import SHARDS_DIRNAME
 from .distributed import DistContext, all_gather, barrier, broadcast_from_main, join_job, shard, shutdown
 from .exits import (
     EXIT_INTERRUPTED,
@@ -171,12 +173,13 @@ def _generate(
         return print_problems([], "", [problem]) if ctx.is_main else EXIT_USAGE
     manifest = ManifestWriter(args.output_dir, ctx.rank)
     batch_size = AutoBatchSize(loaded) if args.batch_size == "auto" else args.batch_size
+    shards = _shard_writer(args, ctx.rank)
 
     with GracefulStop() as stop:
         try:
             with ProgressDisplay(args.output_dir, len(pending), console) if ctx.is_main else _NoDisplay() as display:
                 run_rank(loaded, my_items, batch_size, args.output_dir, settings, progress, manifest, stop, ctx.rank,
-                         scorer)  # fmt: skip
+                         scorer, shards)  # fmt: skip
                 progress.finish()
                 display.wait_for_ranks(ctx.world_size)
         except WriteError as exc:  # the job cannot finish: every rank that hits it says so and ends non-zero
@@ -187,6 +190,16 @@ def _generate(
             manifest.close()
     # Non-finite items and stops are recorded in the manifest; rank 0 turns them into the job's exit code.
     return _summarise(args, ctx, items, loaded.spec, scorer, console, started, stop) if ctx.is_main else EXIT_OK
+
+
+def _shard_writer(args: argparse.Namespace, rank: int) -> ShardWriter | None:
+    """This rank's shard writer with ``--output-format wds``: with ``--split``, one open shard per split,
+    so each split is a set of whole shards."""
+    if args.output_format != "wds":
+        return None
+    splits = args.split
+    return ShardWriter(args.output_dir, rank, args.shard_size or DEFAULT_SHARD_SIZE,
+                       (lambda leaf: split_of(leaf, splits)) if splits else (lambda leaf: ""))  # fmt: skip
 
 
 def _show_scores(
@@ -221,6 +234,8 @@ def _summarise(
 ) -> int:  # fmt: skip
     """Rank 0, after every rank finished: fold the manifest and report what this run did."""
     records = fold_parts(args.output_dir)
+    for dead in unreferenced_shards(args.output_dir, records) if args.output_format == "wds" else ():
+        dead.unlink()  # every item in it was regenerated into a newer shard
     totals = job_totals(args.output_dir)
     remove_progress(args.output_dir)
     times = rank_times(totals.rank_seconds, totals.done)
@@ -235,7 +250,10 @@ def _summarise(
     )
     if not state.pending:
         already = len(items) - totals.done
-        console.print(output_tree(args.output_dir, items))
+        if args.output_format == "wds":
+            console.print(f"shards: {len(shard_paths(args.output_dir))} in {args.output_dir / SHARDS_DIRNAME}", soft_wrap=True)
+        else:
+            console.print(output_tree(args.output_dir, items))
         in_all = f" ({sum(seconds_of(args, items, spec).values()):.1f} s of audio in all)"
         console.print(
             f"[bold green]done:[/] {generated}"

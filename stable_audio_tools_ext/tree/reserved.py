@@ -20,6 +20,10 @@ REPORT_NAME = "report.html"
 DATASET_CONFIG_NAME = "dataset_config.json"
 DATASET_METADATA_NAME = "dataset_metadata.py"
 SPLITS_DIRNAME = "splits"
+# --output-format wds: the tar shards. Not reserved for branches: a sharded output has no branch
+# folders (its items are samples inside the tars), and a file-per-item output has no shards.
+SHARDS_DIRNAME = "shards"
+HF_METADATA_NAME = "metadata.jsonl"  # Hugging Face audiofolder's metadata, beside the audio it describes
 PARTIAL_SUFFIX = ".partial"  # atomic writes go to ``.<name>.<random>.partial`` beside their target
 
 
@@ -35,6 +39,7 @@ TOP_LEVEL_NAMES: dict[str, str] = {
     PROGRESS_DIRNAME: "each rank's progress counters during a run (deleted at its end)",
     REPORT_NAME: "the HTML report (--report)",
     SPLITS_DIRNAME: "the split folders of --split (replaced on every dataset step)",
+    HF_METADATA_NAME: "Hugging Face audiofolder metadata (--dataset-config)",
     DATASET_CONFIG_NAME: "the training dataset config (--dataset-config)",
     split_config_name("*"): "the dataset config of each --split",
     DATASET_METADATA_NAME: "the training dataset's metadata module (--dataset-config)",

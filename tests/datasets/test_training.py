@@ -9,6 +9,7 @@ FFmpeg - see docs/dependencies.md).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shutil
 import subprocess
@@ -20,9 +21,12 @@ import pytest
 import soundfile as sf
 
 from stable_audio_tools_ext.datasets import training as dataset
+from stable_audio_tools_ext.datasets.shards import main as convert_main
 from stable_audio_tools_ext.datasets.training import parse_split_spec, split_of, split_position
 from stable_audio_tools_ext.output.manifest import load_records
+from stable_audio_tools_ext.output.shards import read_member, relpath_of_key, shard_paths, shard_samples
 from stable_audio_tools_ext.run import cli, exits
+from stable_audio_tools_ext.tree.reserved import PARTIAL_SUFFIX
 from tests.support import audio_files, write
 
 TREE = """\
@@ -223,3 +227,180 @@ def test_the_closing_hint_is_this_projects_train_command(tmp_path) -> None:
     hint = dataset.describe(result, {"train": 0.9, "val": 0.1})[-1]
     assert hint == (f"fine-tune: python finetune.py train --dataset-config {configs[1]} --val-dataset-config {configs[2]} "
                     "--pretrained-name stabilityai/stable-audio-open-1.0 --save-dir runs --name NAME (docs/finetuning.md)")
+
+
+# WebDataset shards (generate.py --output-format wds): the tree and flags of `generated`, so every sample
+# must hold exactly the bytes of the file the file-per-item layout wrote (same process, same batches).
+SHARD_SIZE = "3"
+
+
+@pytest.fixture(scope="module")
+def sharded(small_model, tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("sharded")
+    out = tmp / "out"
+    argv = ["--cond-yaml-path", str(write(tmp, TREE)), "--output-dir", str(out), "--clip-length", "--sample-steps", "6",
+            "--batch-size", "10", "--split", SPLIT, "--output-format", "wds", "--shard-size", SHARD_SIZE]  # fmt: skip
+    assert cli.main(argv) == exits.EXIT_OK
+    return out
+
+
+def shard_members(out: Path) -> dict[str, tuple[bytes, dict, str]]:
+    """Every sample of every shard by the item path its JSON names: (audio bytes, JSON, shard); fails on a duplicate."""
+    members: dict[str, tuple[bytes, dict, str]] = {}
+    for shard in shard_paths(out):
+        for key, fields in shard_samples(shard):
+            meta = json.loads(fields.pop("json"))
+            (extension, audio), = fields.items()
+            assert relpath_of_key(key, extension) == meta["path"]
+            assert meta["path"] not in members, f"{meta['path']} is in two shards"
+            members[meta["path"]] = audio, meta, f"shards/{shard.name}"
+    return members
+
+
+def test_shards_hold_every_item_once_with_the_bytes_of_the_file_layout(generated, sharded) -> None:
+    records = load_records(sharded)
+    members = shard_members(sharded)
+    assert set(members) == set(records) == set(load_records(generated))
+    splits = parse_split_spec(SPLIT)
+    split_of_shard: dict[str, str] = {}
+    for path, (audio, meta, shard) in members.items():
+        assert audio == (generated / path).read_bytes()
+        assert read_member(sharded, records[path]) == audio  # the record locates its member
+        assert records[path]["shard"] == meta["shard"] == shard and records[path]["bytes"] == len(audio)
+        assert {k: v for k, v in records[path].items() if v is not None and not k.startswith("shard")} == {
+            k: v for k, v in meta.items() if k not in ("shard", "split")} | {"split": records[path]["split"]}
+        # one open shard per split: a split is a set of whole shards
+        assert split_of_shard.setdefault(shard, split_of(meta["leaf"], splits)) == split_of(meta["leaf"], splits)
+    assert max(sum(1 for s in (m[2] for m in members.values()) if s == shard) for shard in split_of_shard) == int(SHARD_SIZE)
+    assert not [p for p in sharded.rglob("*") if p.name.endswith(PARTIAL_SUFFIX)]
+
+
+def wds_loader_items(config_path: Path) -> dict[str, tuple]:
+    """stable-audio-tools' own WebDataset loader, built by its factory from the written config; every sample once."""
+    from stable_audio_tools.data.dataset import create_dataloader_from_config
+
+    config = json.loads(config_path.read_text())
+    assert config["dataset_type"] == "wds"
+    config["resampled_shards"] = False  # one pass over the shards (the written config resamples, for training)
+    loader = create_dataloader_from_config(config, batch_size=1, sample_size=SAMPLE_SIZE, sample_rate=44100,
+                                           audio_channels=2, num_workers=1)  # fmt: skip
+    items = {}
+    for audio, infos in loader:
+        (info,) = infos
+        path = info["path"][0]  # upstream's WebLoader collates the whole batch once more: one-element lists
+        assert path not in items and tuple(audio.shape) == (1, 1, 2, SAMPLE_SIZE)
+        items[path] = audio[0, 0], info
+    return items
+
+
+def test_upstream_wds_loader_reads_each_split_with_prompts_and_timing(sharded) -> None:
+    records = load_records(sharded)
+    for name in parse_split_spec(SPLIT):
+        items = wds_loader_items(sharded / f"dataset_config.{name}.json")
+        assert set(items) == {p for p, r in records.items() if r["split"] == name}
+        for path, (audio, info) in items.items():
+            record = records[path]
+            assert info["prompt"] == [record["prompt"]]
+            assert float(info["seconds_total"]) == record["seconds_total"]  # the item's, not the crop's
+            assert float(info["seconds_start"]) == record["seconds_start"]
+            data, _ = sf.read(io.BytesIO(read_member(sharded, record)), dtype="float32", always_2d=True)
+            assert np.allclose(np.abs(audio[:, : len(data)].numpy()), np.abs(data.T), atol=1e-6)
+
+
+def test_a_lost_shard_is_regenerated_at_another_shard_size_and_report_and_dry_run_read_shards(
+    sharded, tmp_path, capsys
+) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(sharded, out, symlinks=True)
+    records = load_records(out)
+    lost = sorted({r["shard"] for r in records.values()})[0]
+    (out / lost).unlink()
+    torn = out / "shards" / f".{Path(lost).name}.x1y2{PARTIAL_SUFFIX}"  # what a killed run leaves
+    torn.write_bytes(b"torn")
+    kept = {p.name: p.stat().st_mtime_ns for p in shard_paths(out)}
+    regenerated = {p for p, r in records.items() if r["shard"] == lost}
+    argv = ["--cond-yaml-path", str(write(tmp_path, TREE)), "--output-dir", str(out), "--clip-length", "--sample-steps", "6",
+            "--batch-size", "10", "--split", SPLIT, "--output-format", "wds"]  # fmt: skip
+    capsys.readouterr()
+    assert cli.main([*argv, "--dry-run"]) == exits.EXIT_OK
+    done = len(records) - len(regenerated)
+    assert f"{done} of {len(records)} items already complete, {len(regenerated)} regenerated (missing or damaged" in capsys.readouterr().out
+    assert cli.main([*argv, "--shard-size", "5", "--report"]) == exits.EXIT_OK  # another shard size: old shards stand
+    assert not torn.exists()
+    assert {p.name: p.stat().st_mtime_ns for p in shard_paths(out) if p.name in kept} == kept
+    after = load_records(out)
+    assert {p for p, r in after.items() if r["shard"] not in {f"shards/{n}" for n in kept}} == regenerated
+    members = shard_members(out)
+    assert set(members) == set(records)
+    for path in regenerated:  # batch composition differs from the first run: float round-off only
+        new, _ = sf.read(io.BytesIO(members[path][0]), dtype="float32")
+        old, _ = sf.read(io.BytesIO(read_member(sharded, records[path])), dtype="float32")
+        assert np.abs(new - old).max() <= 1e-4
+    report = (out / "report.html").read_text()
+    assert report.count('alt="spectrogram of') >= 3 and "in shards/" in report and "file missing" not in report
+
+
+def test_an_output_dir_holds_one_layout_and_shard_size_needs_wds(generated, sharded, tmp_path, capsys) -> None:
+    base = ["--cond-yaml-path", str(write(tmp_path, TREE)), "--clip-length"]
+    before = {p: p.stat().st_mtime_ns for p in [*generated.rglob("*"), *sharded.rglob("*")]}
+    capsys.readouterr()
+    assert cli.main([*base, "--output-dir", str(generated), "--output-format", "wds"]) == exits.EXIT_USAGE
+    assert f"--output-dir {generated} holds one file per item (--output-format files)" in capsys.readouterr().err
+    assert cli.main([*base, "--output-dir", str(sharded)]) == exits.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"--output-dir {sharded} holds WebDataset shards (--output-format wds)" in err and "datasets.shards" in err
+    assert cli.main([*base, "--output-dir", str(tmp_path / "o"), "--shard-size", "4"]) == exits.EXIT_USAGE
+    assert "--shard-size only applies with --output-format wds" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*base, "--output-dir", str(tmp_path / "o"), "--output-format", "wds", "--shard-size", "0"])
+    assert exit_info.value.code == exits.EXIT_USAGE
+    assert "argument --shard-size: expected an integer >= 1, got 0" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in [*generated.rglob("*"), *sharded.rglob("*")]} == before
+    assert not (tmp_path / "o").exists()
+
+
+def test_hugging_face_datasets_loads_both_layouts_with_prompts_and_seeds(generated, sharded, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))  # read when datasets is imported
+    hf = pytest.importorskip("datasets", reason="Hugging Face datasets is in the test extra: run make install")
+    splits = parse_split_spec(SPLIT)
+    by_split = {name: {p: r for p, r in load_records(generated).items() if r["split"] == name} for name in splits}
+    for name, records in by_split.items():
+        files = hf.load_dataset("audiofolder", data_dir=str(generated / "splits" / name), split="train")
+        assert files.features["audio"] == hf.Audio()  # the files, as audio
+        rows = {row["path"]: row for row in files.remove_columns("audio")}
+        assert {p: (r["prompt"], r["seed"], r["seconds_total"]) for p, r in rows.items()} == {
+            p: (r["prompt"], r["seed"], r["seconds_total"]) for p, r in records.items()}  # fmt: skip
+    shards = hf.load_dataset("webdataset", data_files={name: str(sharded / "splits" / name / "*.tar") for name in splits})
+    for name, records in by_split.items():
+        rows = {row["json"]["path"]: row["json"] for row in shards[name].remove_columns("wav")}
+        assert {p: (r["prompt"], r["seed"], r["seconds_total"]) for p, r in rows.items()} == {
+            p: (r["prompt"], r["seed"], r["seconds_total"]) for p, r in records.items()}  # fmt: skip
+
+
+def test_converter_round_trip_is_byte_identical_and_regroups_shards_by_split(generated, tmp_path, capsys) -> None:
+    records = load_records(generated)
+    mixed, grouped, back = tmp_path / "mixed", tmp_path / "grouped", tmp_path / "back"
+    assert convert_main([str(generated), str(mixed), "--to", "wds", "--shard-size", "20"]) == 0
+    assert len(shard_paths(mixed)) == 1  # every leaf in one shard: both splits
+    before = sorted(p.name for p in mixed.iterdir())
+    assert dataset.main([str(mixed), "--split", SPLIT]) == 2
+    assert "shards hold leaves of several splits" in capsys.readouterr().err
+    assert sorted(p.name for p in mixed.iterdir()) == before  # refused before anything changed
+    assert convert_main([str(mixed), str(grouped), "--to", "wds", "--shard-size", "20", "--split", SPLIT]) == 0
+    assert dataset.main([str(grouped), "--split", SPLIT]) == 0  # now each split is whole shards
+    assert convert_main([str(grouped), str(back), "--to", "files"]) == 0
+    assert f"{len(records)} items, every one byte-identical" in capsys.readouterr().out
+    assert {p: f.read_bytes() for p, f in audio_files(back).items()} == {
+        p: f.read_bytes() for p, f in audio_files(generated).items() if not p.startswith("splits/")}  # fmt: skip
+    assert load_records(back) == records  # the records as generated: no shard fields left
+    assert convert_main([str(generated), str(back), "--to", "wds"]) == 2
+    assert f"{back}: exists" in capsys.readouterr().err
+
+
+def test_finetune_trains_loader_takes_the_wds_config_as_a_stream(sharded, small_model) -> None:
+    """``finetune.py train``'s loader path on the written config: upstream's WebLoader has no length, which the
+    start line must not ask for (a 1-step ``finetune.py train`` on this config was run by hand: 32 s, too slow here)."""
+    from stable_audio_tools_ext.finetune.loaders import build_loader
+
+    loader = build_loader(sharded / "dataset_config.train.json", "--dataset-config", small_model.spec.config, 1, 1, 1, True)
+    assert loader.files is None and loader.config["dataset_type"] == "wds"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from stable_audio_tools_ext.model.tiny import DEMO_REPO_ID
 from stable_audio_tools_ext.output.manifest import PARTS_DIRNAME, load_records
+from stable_audio_tools_ext.output.shards import relpath_of_key, shard_paths, shard_samples
 from stable_audio_tools_ext.run import cli, exits
 from tests.conftest import REPO_ROOT
 from tests.support import GENERATE, all_files, audio_files, write
@@ -280,21 +282,40 @@ def test_signal_stops_after_the_batch_and_a_rerun_completes_identically(
 
 
 @pytest.mark.slow
-def test_sigkill_mid_run_leaves_no_partial_final_files_and_a_rerun_completes(
+def test_sigkill_mid_shard_then_a_rerun_writes_every_item_once_into_shards_with_the_same_audio(
     tmp_path, small_hub_env, uninterrupted
 ) -> None:
+    """2 ranks into WebDataset shards of 3 items, killed (-9) mid-shard: the finished shards are whole and
+    recorded, the rerun regenerates exactly the open shards' items, and every item is in one shard with the
+    audio of the file-per-item run. (The file layout's kill safety is the same temporary-then-rename
+    write, per file; the signal tests above run the file layout under torchrun.)"""
     tree, out = write(tmp_path, LONG_TREE), tmp_path / "out"
-    process = start_and_wait_for_first_batch(torchrun_command(tree, out), out, small_hub_env)
-    time.sleep(0.5)  # land somewhere inside a later batch or write
+    command = [*torchrun_command(tree, out), "--output-format", "wds", "--shard-size", "3"]
+    process = start_and_wait_for_first_batch(command, out, small_hub_env)  # i.e. the first shard renamed
+    deadline = time.monotonic() + 60
+    while no_partial_files(out) and time.monotonic() < deadline:  # a rank has items in an open shard
+        time.sleep(0.01)
+    for pid in worker_pids(process.pid):  # torchrun starts each worker in a session of its own
+        os.kill(pid, signal.SIGKILL)
     os.killpg(process.pid, signal.SIGKILL)
     process.communicate(timeout=60)
-    for name, path in audio_files(out).items():  # final names are complete, whatever was cut off
-        assert sf.info(str(path)).frames == 2 * 44100, name
-    rerun = subprocess.run(torchrun_command(tree, out), env=small_hub_env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    recorded = {r["shard"] for r in load_records(out).values()}
+    for shard in shard_paths(out):  # every finished shard is whole, and recorded
+        assert f"shards/{shard.name}" in recorded and len(list(shard_samples(shard))) == 3, shard.name
+    assert not no_partial_files(out), "the kill should have cut an open shard off"
+    rerun = subprocess.run(command, env=small_hub_env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert no_partial_files(out)
-    assert_same_audio(out, uninterrupted)
     assert len((out / "manifest.jsonl").read_text().splitlines()) == len(LONG_FILES)
+    seen: dict[str, np.ndarray] = {}
+    for shard in shard_paths(out):
+        for key, fields in shard_samples(shard):
+            assert relpath_of_key(key, "wav") not in seen, f"{key} is in two shards"
+            seen[relpath_of_key(key, "wav")] = sf.read(io.BytesIO(fields["wav"]), dtype="float32")[0]
+    assert set(seen) == LONG_FILES
+    for name, audio in seen.items():
+        expected, _ = sf.read(uninterrupted / name, dtype="float32")
+        assert np.abs(audio - expected).max() <= 1e-4, name
 
 
 def test_start_table_shows_the_sampling_the_run_uses(small_model, tmp_path, capsys) -> None:
