@@ -16,7 +16,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,27 +35,30 @@ def _parts(output_dir: Path) -> list[Path]:
     return sorted((output_dir / PARTS_DIRNAME).glob("*.jsonl"))
 
 
-def _read_lines(path: Path) -> Iterable[Record]:
+def _read_lines(path: Path) -> Iterator[Record]:
+    """The records of one manifest file, read line by line (a reader may stop after the first)."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # a torn line from a process killed mid-write
+                if isinstance(record, dict) and isinstance(record.get("path"), str):
+                    yield record
     except FileNotFoundError:
         return
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a torn line from a process killed mid-write
-        if isinstance(record, dict) and isinstance(record.get("path"), str):
-            yield record
+
+
+def iter_records(output_dir: Path) -> Iterator[Record]:
+    """Every record in write order: the manifest's, then those of the parts not yet folded into it."""
+    for source in [manifest_path(output_dir), *_parts(output_dir)]:
+        yield from _read_lines(source)
 
 
 def load_records(output_dir: Path) -> dict[str, Record]:
     """The latest record for every path, from the manifest and any parts not yet folded into it."""
-    records: dict[str, Record] = {}
-    for source in [manifest_path(output_dir), *_parts(output_dir)]:
-        for record in _read_lines(source):
-            records[record["path"]] = record
-    return records
+    return {record["path"]: record for record in iter_records(output_dir)}
 
 
 def fold_parts(output_dir: Path) -> dict[str, Record]:

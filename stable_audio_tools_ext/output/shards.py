@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from ..tree.reserved import MANIFEST_NAME, MANIFEST_PARTS_DIRNAME, SHARDS_DIRNAME
+from ..tree.reserved import SHARDS_DIRNAME
 from .atomic import atomic_open, commit_partial, open_partial
-from .manifest import Record
+from .manifest import Record, iter_records
 
 OUTPUT_FORMATS = ("files", "wds")
 SHARD_FIELDS = ("shard", "shard_offset", "shard_bytes")  # what a sharded item's record has beyond a file's
@@ -70,19 +70,8 @@ def output_layout(output_dir: Path) -> str | None:
     One record decides, because a folder never holds both (``layout_problem``); ``None`` when the
     folder has no record yet. Reads one line, so every rank can afford it before the job starts.
     """
-    for source in [output_dir / MANIFEST_NAME, *sorted((output_dir / MANIFEST_PARTS_DIRNAME).glob("*.jsonl"))]:
-        try:
-            with open(source, encoding="utf-8", errors="replace") as handle:
-                for line in handle:
-                    try:
-                        record = json.loads(line)
-                    except ValueError:
-                        continue
-                    if isinstance(record, dict) and isinstance(record.get("path"), str):
-                        return "wds" if is_sharded(record) else "files"
-        except FileNotFoundError:
-            continue
-    return None
+    first = next(iter_records(output_dir), None)
+    return None if first is None else "wds" if is_sharded(first) else "files"
 
 
 def layout_problem(output_dir: Path, output_format: str) -> str | None:
