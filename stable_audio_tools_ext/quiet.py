@@ -20,8 +20,10 @@ from typing import TextIO
 
 # (category, message regex, module regex): matched against the start of the message, and the whole module name.
 KNOWN_LIBRARY_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
-    # clip, imported by k-diffusion; Lightning (fine-tuning) declares its namespace packages with it
-    (UserWarning, r"pkg_resources is deprecated as an API", r"clip\.clip|lightning_fabric|pytorch_lightning"),
+    # clip, imported by k-diffusion; Lightning (fine-tuning) declares its namespace packages with it; resampy (OpenL3's resampling)
+    (UserWarning, r"pkg_resources is deprecated as an API", r"clip\.clip|lightning_fabric|pytorch_lightning|resampy\.filters"),
+    # torchopenl3's mel256 filter bank at 48 kHz has empty bands by design (stable-audio-metrics' recipe, the real weights too)
+    (UserWarning, r"Empty filters detected in mel frequency basis", r"torchopenl3\.models"),
     # the Oobleck VAE
     (FutureWarning, r"`torch\.nn\.utils\.weight_norm` is deprecated", r"torch\.nn\.utils\.weight_norm"),
     # the T5 conditioner; the training wrapper (fine-tuning)

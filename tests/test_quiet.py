@@ -32,6 +32,10 @@ RAISED = [
     ("torchaudio", UserWarning, "The 'format' parameter is not supported by TorchCodec AudioDecoder."),
     ("torch.utils.data.dataloader", UserWarning,
      "'pin_memory' argument is set as true but no accelerator is found, then device pinned memory won't be used."),
+    # the set metrics (finetune.py score, the demo's stand-ins): resampy 0.2.2, torchopenl3 1.0.1
+    ("resampy.filters", UserWarning, "pkg_resources is deprecated as an API. See https://setuptools.pypa.io/en/latest/pkg_resources.html."),
+    ("torchopenl3.models", UserWarning,
+     "Empty filters detected in mel frequency basis. Some channels will produce empty responses. Try increasing your sampling rate (and fmax) or reducing n_mels."),
 ]  # fmt: skip
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..model.tiny import offline_hub_env
+from ..quiet import hide_library_warnings
 from ..scoring.standins import write_standin_cache
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     print("$ " + " ".join(command), flush=True)
     # Threads per rank set here, so torchrun does not set 1 with its "Setting OMP_NUM_THREADS" banner.
     env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc)), **offline_hub_env(args.hf_home.resolve())}
+    hide_library_warnings()  # the stand-ins' libraries warn at import (resampy, torchopenl3)
     write_standin_cache(args.hf_home)
     code = subprocess.run(command, env=env).returncode
     if code == 0:
