@@ -11,12 +11,11 @@ DEMO_OUT ?= demo_output
 
 install: $(STAMP)
 
-# Reinstalls only when the dependency declarations change. --no-compile: pip would byte-compile all ~7 GB
-# (1.4 min of a 2.9 min install); Python compiles the modules a run imports on first use instead.
+# Reinstalls only when the dependency declarations change.
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet --no-compile -c $(CONSTRAINTS) -e ".[test]"
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[test]"
 	scripts/install-ffmpeg-libs.sh
 	touch $(STAMP)
 
