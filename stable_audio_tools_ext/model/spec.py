@@ -96,11 +96,8 @@ class ModelSpec:
 
 def _sha256(path: Path) -> str:
     """Content hash of a checkpoint: its identity in the manifest (names and mtimes change, bytes do not)."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(8 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def download(repo_id: str, filename: str, revision: str | None) -> Path:

@@ -39,8 +39,5 @@ def weights_file(weights: Path | None, name: str, url: str) -> Path:
 
 def file_digest(path: Path) -> str:
     """``sha256:<first 16 hex digits>`` of the file's bytes."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return f"sha256:{digest.hexdigest()[:DIGEST_CHARS]}"
+        return f"sha256:{hashlib.file_digest(handle, 'sha256').hexdigest()[:DIGEST_CHARS]}"
