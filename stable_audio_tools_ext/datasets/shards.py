@@ -19,16 +19,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..output.manifest import ManifestWriter, Record, fold_parts, load_records
-from ..output.resume import VALID_STATUSES
+from ..output.resume import VALID_STATUSES, item_intact
 from ..output.shards import (
     DEFAULT_SHARD_SIZE,
     OUTPUT_FORMATS,
     SHARD_FIELDS,
     FileWriter,
     ShardWriter,
-    is_sharded,
     read_item,
-    shard_intact,
 )
 from .audio_dir import DatasetError
 from .training import parse_split_spec, split_of
@@ -40,9 +38,7 @@ def _source_problem(src: Path, records: dict[str, Record]) -> str | None:
     for path, record in sorted(records.items()):
         if record.get("status") not in VALID_STATUSES:
             continue
-        intact = shard_intact(src, record, sizes) if is_sharded(record) else (
-            (src / path).is_file() and (src / path).stat().st_size == record.get("bytes"))  # fmt: skip
-        if not intact:
+        if not item_intact(src, record, sizes):
             return f"{src}: {path} is missing or not as recorded; finish or repair the folder with generate.py first"
     return None
 

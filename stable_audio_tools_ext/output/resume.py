@@ -78,6 +78,13 @@ def _file_intact(path: Path, record: Record) -> bool:
     return info.frames == record.get("frames") and info.samplerate == record.get("sample_rate")
 
 
+def item_intact(output_dir: Path, record: Record, shard_sizes: dict[str, int | None]) -> bool:
+    """Whether a written item is still as recorded, in either layout (``shard_sizes`` caches one stat per shard)."""
+    if is_sharded(record):
+        return shard_intact(output_dir, record, shard_sizes)
+    return _file_intact(output_dir / record["path"], record)
+
+
 def resume_state(
     items: Sequence[WorkItem], records: Mapping[str, Record], output_dir: Path, settings: OutputSettings
 ) -> ResumeState:
@@ -94,8 +101,7 @@ def resume_state(
         elif record.get("status") not in VALID_STATUSES:
             failed += 1
             pending.append(item)
-        elif not (shard_intact(output_dir, record, shard_sizes) if is_sharded(record)
-                  else _file_intact(output_dir / item.relpath, record)):  # fmt: skip
+        elif not item_intact(output_dir, record, shard_sizes):
             damaged += 1
             pending.append(item)
         else:
